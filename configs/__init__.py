@@ -1,0 +1,86 @@
+"""The one config system: YAML files under configs/ validated by typed pydantic models.
+
+Each stage declares its own models (subclasses of `Config`) and loads a file with `load`. Unknown
+keys and wrong types are errors that name the file and the dotted key, raised before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+__all__ = ["Config", "ConfigError", "load", "fingerprint", "CONFIG_DIR"]
+
+CONFIG_DIR = Path(__file__).resolve().parent
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the offending keys."""
+
+
+class Config(BaseModel):
+    """Base of every config model: unknown keys are rejected, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+C = TypeVar("C", bound=Config)
+
+
+def load(path: str | Path, model: type[C], overrides: Mapping[str, Any] | None = None) -> C:
+    """Read the YAML file at `path` into `model`, after applying dotted-key `overrides`.
+
+    `overrides` maps keys such as ``"optim.lr"`` to values; a key that the model does not know is
+    reported like an unknown key in the file.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_describe(path, e)) from None
+
+
+def fingerprint(config: BaseModel) -> str:
+    """sha256 of the config's canonical JSON: equal configs hash equal, whatever the YAML layout."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def _describe(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: invalid config"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)

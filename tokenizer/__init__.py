@@ -1,0 +1,25 @@
+"""Arcade100k, the Stable LM 2 tokenizer: the one package every stage imports."""
+
+from tokenizer.core import (
+    EOT_ID,
+    N_VOCAB,
+    NAME,
+    PADDED_VOCAB,
+    PAT_STR,
+    SPECIAL_TOKENS,
+    Arcade100k,
+    TokenizerFileError,
+    load,
+)
+
+__all__ = [
+    "Arcade100k",
+    "EOT_ID",
+    "NAME",
+    "N_VOCAB",
+    "PADDED_VOCAB",
+    "PAT_STR",
+    "SPECIAL_TOKENS",
+    "TokenizerFileError",
+    "load",
+]
