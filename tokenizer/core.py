@@ -128,9 +128,7 @@ class Arcade100k:
         """Encode as the data pipeline does: special-token text is plain text, never a special id."""
         return self.encoding.encode_ordinary(text)
 
-    def encode(
-        self, text: str, allowed_special: Literal["all"] | Collection[str] = ()
-    ) -> list[int]:
+    def encode(self, text: str, allowed_special: Literal["all"] | Collection[str] = ()) -> list[int]:
         """Encode, turning the named special tokens (or "all") into their ids.
 
         Special-token text that is not allowed is encoded as plain text rather than raising, so that

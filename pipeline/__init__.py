@@ -1,0 +1,1 @@
+"""The data pipeline: read -> filter -> dedup -> mix -> tokenize+pack, as Ray Data jobs."""

@@ -1,0 +1,89 @@
+"""python -m tokenizer {encode,decode,export-hf,info}: Arcade100k from the command line.
+
+echo "text" | python -m tokenizer encode      # JSON list of ids, as the pipeline encodes a document
+echo "[9906, 1917]" | python -m tokenizer decode
+python -m tokenizer export-hf DIR              # a folder AutoTokenizer.from_pretrained loads
+python -m tokenizer info                       # vocabulary facts and hashes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tokenizer.core import (
+    CL100K_SHA256,
+    PADDED_VOCAB,
+    Arcade100k,
+    TokenizerFileError,
+    cl100k_ranks_path,
+    load,
+)
+
+
+def encode(enc: Arcade100k, _: argparse.Namespace) -> None:
+    try:
+        text = sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as e:
+        sys.exit(f"error: stdin is not valid UTF-8 ({e})")
+    json.dump(enc.encode_ordinary(text), sys.stdout)
+    sys.stdout.write("\n")
+
+
+def decode(enc: Arcade100k, _: argparse.Namespace) -> None:
+    try:
+        ids = json.loads(sys.stdin.read())
+    except json.JSONDecodeError as e:
+        sys.exit(f"error: stdin is not a JSON list of token ids ({e})")
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        sys.exit("error: stdin must be a JSON list of integers")
+    specials = set(enc.special_tokens.values())
+    if bad := [i for i in ids if not (0 <= i < len(enc.ranks) or i in specials)]:
+        sys.exit(f"error: not Arcade100k token ids: {bad[:10]}")
+    sys.stdout.buffer.write(enc.decode_bytes(ids))
+    sys.stdout.flush()
+
+
+def export_hf(enc: Arcade100k, args: argparse.Namespace) -> None:
+    from tokenizer.hf import export_hf as export  # transformers is slow to import; only here
+
+    folder = export(enc, args.dir)
+    print(f"wrote a Hugging Face tokenizer to {folder} (load it with AutoTokenizer.from_pretrained)")
+
+
+def info(enc: Arcade100k, args: argparse.Namespace) -> None:
+    facts = enc.info()
+    if args.ranks is None:
+        facts["ranks_file"] = str(cl100k_ranks_path())
+        facts["ranks_sha256"] = CL100K_SHA256
+    else:
+        facts["ranks_file"] = str(args.ranks)
+    facts["padded_vocab"] = PADDED_VOCAB
+    json.dump(facts, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tokenizer", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--ranks", type=Path, help="an arcade100k.tiktoken file (default: the pinned cl100k_base)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("encode", help="UTF-8 text on stdin -> JSON ids on stdout (no special tokens)")
+    commands.add_parser("decode", help="JSON ids on stdin -> text on stdout")
+    commands.add_parser("export-hf", help="write a Hugging Face tokenizer folder").add_argument(
+        "dir", type=Path
+    )
+    commands.add_parser("info", help="vocabulary facts and hashes")
+    args = parser.parse_args(argv)
+    try:
+        enc = load(args.ranks)
+    except TokenizerFileError as e:
+        sys.exit(f"error: {e}")
+    {"encode": encode, "decode": decode, "export-hf": export_hf, "info": info}[args.command](enc, args)
+
+
+if __name__ == "__main__":
+    main()
