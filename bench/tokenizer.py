@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Python puts this script's folder first on sys.path, where this file would shadow the `tokenizer`
+# package; the repository root goes there instead.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -39,8 +41,11 @@ def main() -> None:
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
 
-    import corpus
+    from bench import corpus
     from transformers import AutoTokenizer
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # documents longer than model_max_length are fine here
 
     import tokenizer
     from tokenizer.hf import export_hf
