@@ -41,9 +41,10 @@ def main() -> None:
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
 
-    from bench import corpus
     from transformers import AutoTokenizer
     from transformers.utils import logging
+
+    from bench import corpus
 
     logging.set_verbosity_error()  # documents longer than model_max_length are fine here
 
