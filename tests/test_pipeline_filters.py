@@ -1,0 +1,240 @@
+"""Filter rules against datatrove's implementations (REFERENCE.md 1c), language ID, and MinHash.
+
+No Ray here: these are the pure steps that the Ray stages call.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.config import (
+    C4Config,
+    CodeConfig,
+    DedupConfig,
+    GopherQualityConfig,
+    GopherRepetitionConfig,
+    LangIdConfig,
+)
+from pipeline.dedup import minhash
+from pipeline.filters import (
+    C4QualityFilter,
+    CodeFilter,
+    Doc,
+    GopherQualityFilter,
+    GopherRepetitionFilter,
+    LangIdFilter,
+)
+from pipeline.mix import copies, in_valid
+from pipeline.text import normalize_for_dedup, split_words
+
+SENTENCES = [
+    "The village lies on the southern bank of the river and has a small harbour.",
+    "Its church was built with stone from a quarry that closed a long time ago.",
+    "Farmers grow barley and potatoes in the fields that surround the old mill.",
+    "A ferry connects the harbour with the island, and it runs twice a day in summer.",
+    "Visitors come for the walks along the cliffs and for the fresh fish in the market.",
+    "The school has about two hundred pupils, and most of them arrive by bus each morning.",
+]
+GOOD = "\n".join(SENTENCES)
+
+
+def doc(text: str, lang: str = "en") -> Doc:
+    return Doc("t/1", text, "test", lang=lang)
+
+
+def quality(text: str, **overrides) -> str | None:
+    return GopherQualityFilter(GopherQualityConfig(**overrides))(doc(text)).rule
+
+
+def repetition(text: str) -> str | None:
+    return GopherRepetitionFilter(GopherRepetitionConfig())(doc(text)).rule
+
+
+def test_good_web_text_passes_every_web_filter():
+    d = doc(GOOD)
+    assert GopherRepetitionFilter(GopherRepetitionConfig())(d).kept
+    assert GopherQualityFilter(GopherQualityConfig())(d).kept
+    assert C4QualityFilter(C4Config())(d).kept
+
+
+def test_gopher_quality_word_count_and_lengths():
+    assert quality(SENTENCES[0]) == "gopher_short_doc"
+    assert quality(GOOD, max_doc_words=20) == "gopher_long_doc"
+    assert quality(" ".join(["to be or is it an so"] * 10) + " the and") == "gopher_below_avg_threshold"
+    assert quality(" ".join(["internationalization"] * 60) + " the and") == "gopher_above_avg_threshold"
+
+
+def test_gopher_quality_symbols_bullets_ellipsis():
+    assert quality(GOOD + " #tag" * 20) == "gopher_too_many_hashes"
+    assert quality(GOOD + " ..." * 12) == "gopher_too_many_ellipsis"
+    bullets = "\n".join(f"- {s}" for s in SENTENCES * 2)
+    assert quality(bullets) == "gopher_too_many_bullets"
+    trailing = "\n".join(s.rstrip(".") + " …" for s in SENTENCES[:2]) + "\n" + "\n".join(SENTENCES[2:])
+    assert quality(trailing) == "gopher_too_many_end_ellipsis"
+
+
+def test_gopher_quality_alpha_ratio_counts_punctuation_tokens():
+    numbers = " ".join(str(i) for i in range(40))
+    assert quality(GOOD + " " + numbers) == "gopher_below_alpha_threshold"
+
+
+def test_gopher_stop_words_are_case_sensitive_and_language_aware():
+    capitalised = " ".join(w.capitalize() for w in GOOD.split())
+    assert quality(capitalised) == "gopher_enough_stop_words"
+    german = (
+        "Die Stadt liegt am Ufer der Weser und hat einen kleinen Hafen mit vielen Booten. "
+        "Die Kirche wurde aus Steinen gebaut, die aus einem alten Steinbruch stammen. "
+        "Bauern bauen Gerste und Kartoffeln auf den Feldern rund um die alte Mühle an. "
+        "Eine Fähre verbindet den Hafen mit der Insel und fährt im Sommer zweimal am Tag. "
+        "Besucher kommen wegen der Wanderwege an den Klippen und wegen des frischen Fisches."
+    )
+    assert GopherQualityFilter(GopherQualityConfig())(doc(german, "de")).kept
+    assert not GopherQualityFilter(GopherQualityConfig())(doc(german, "en")).kept
+
+
+def test_gopher_repetition_rules():
+    assert repetition("short text.") == "top_2_gram"  # datatrove drops very short documents this way
+    assert repetition(GOOD + "\n" + "\n".join([SENTENCES[0]] * 4)) == "dup_line_frac"
+    para = "\n\n".join([SENTENCES[0], SENTENCES[1], SENTENCES[0], SENTENCES[0]] + SENTENCES[2:4])
+    assert repetition(para) == "dup_para_frac"
+    assert repetition(" ".join(["buy cheap pills"] * 30)) == "top_2_gram"
+
+
+def test_gopher_repetition_duplicated_ngrams_join_without_spaces():
+    # A 5-gram of ten-letter words repeated 8 times in distinct filler: 7 greedy hits of 50 characters
+    # (joined without spaces) are 15.9% of the text (> 0.15), while the top 4-gram covers 8 x 43
+    # characters, 15.6% (<= 0.16): only the duplicated-5-gram rule fires.
+    repeated = "abcdefghij klmnopqrst uvwxyzabcd efghijklmn opqrstuvwx "
+    filler = " ".join(f"filler{i:04d}" for i in range(160))
+    text = repeated * 8 + filler
+    assert 344 / len(text) <= 0.16 and 350 / len(text) > 0.15
+    assert repetition(text) == "duplicated_5_n_grams"
+
+
+def test_c4_rewrites_text_to_kept_lines():
+    lines = [
+        "Home | About | Contact",
+        "This site uses cookies to improve your experience.",
+        "Enable JavaScript to see the map of the village.",
+        "The harbour is the oldest part of the village. It was built in 1820.[1]",
+        *SENTENCES[1:5],
+        "Read more...",
+    ]
+    d = doc("\n".join(lines))
+    assert C4QualityFilter(C4Config())(d).kept
+    assert d.text.splitlines() == [
+        "The harbour is the oldest part of the village. It was built in 1820.",
+        *SENTENCES[1:5],
+    ]
+
+
+def test_c4_page_rules():
+    assert C4QualityFilter(C4Config())(doc(GOOD + "\nLorem ipsum dolor sit amet.")).rule == "lorem_ipsum"
+    assert (
+        C4QualityFilter(C4Config())(doc(GOOD + "\nUse it like this: f() { return 1; }.")).rule
+        == "curly_bracket"
+    )
+    assert C4QualityFilter(C4Config())(doc("\n".join(SENTENCES[:4]))).rule == "too_few_sentences"
+    assert C4QualityFilter(C4Config(min_num_sentences=4))(doc("\n".join(SENTENCES[:4]))).kept
+
+
+def test_code_filter_rules():
+    code = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n"
+    f = CodeFilter(CodeConfig())
+    assert f(doc(code, "code")).kept
+    assert f(doc("x = 1\n" + "y = " + "1" * 1200 + "\n", "code")).rule == "max_line_length"
+    assert f(doc(("# " + "-=" * 30 + "\n" + "#" + " |" * 20 + "\n") * 5, "code")).rule == "alnum_fraction"
+    assert f(doc("# Code generated by protoc. DO NOT EDIT.\n" + code, "code")).rule == "autogenerated"
+    assert (
+        f(doc("DATA = [\n" + "".join(f"    {i * 0.37:.4f},\n" for i in range(200)) + "]\n", "code")).rule
+        == "data_like"
+    )
+
+
+HELD_OUT = {
+    "en": "The committee will meet again next week to discuss the budget for the new sports hall.",
+    "de": "Der Ausschuss trifft sich nächste Woche wieder, um über das Budget der neuen Sporthalle zu reden.",
+    "es": "El comité se reunirá la próxima semana para hablar del presupuesto del nuevo polideportivo.",
+    "fr": "Le comité se réunira la semaine prochaine pour discuter du budget de la nouvelle salle de sport.",
+    "it": "Il comitato si riunirà la prossima settimana per discutere il bilancio della nuova palestra.",
+    "nl": "De commissie komt volgende week weer bijeen om de begroting van de nieuwe sporthal te bespreken.",
+    "pt": "A comissão volta a reunir-se na próxima semana para discutir o orçamento do novo pavilhão.",
+    "pl": "Komisja spotka się ponownie w przyszłym tygodniu, aby omówić budżet nowej hali sportowej.",
+    "fi": "Toimikunta kokoontuu uudelleen ensi viikolla keskustelemaan uuden urheiluhallin budjetista.",
+}
+
+
+@pytest.mark.parametrize("lang", sorted(HELD_OUT))
+def test_langid_recognises_languages_and_drops_out_of_scope(lang):
+    f = LangIdFilter(LangIdConfig(languages=["en", "de", "es", "fr", "it", "nl", "pt"]))
+    d = doc(HELD_OUT[lang], lang="")
+    decision = f(d)
+    assert d.lang == lang and d.lang_score > 0.65
+    assert decision.kept == (lang not in ("pl", "fi"))
+    assert decision.rule == (None if decision.kept else "wrong_language")
+
+
+def test_words_keep_urls_and_split_punctuation():
+    assert split_words("See https://example.com/a. It's 3.5% off!") == [
+        "See",
+        "https://example.com/a",
+        ".",
+        "It'",
+        "s",
+        "3.5",
+        "%",
+        "off",
+        "!",
+    ]
+
+
+def test_minhash_estimates_jaccard_of_word_5grams():
+    cfg = DedupConfig()
+    base = " ".join(SENTENCES * 2)
+    edited = base.replace("harbour", "port", 1)
+    a, b = normalize_for_dedup(base), normalize_for_dedup(edited)
+    sh = [{" ".join(w[i : i + 5]) for i in range(len(w) - 4)} for w in (a.split(), b.split())]
+    jaccard = len(sh[0] & sh[1]) / len(sh[0] | sh[1])
+    agreement = float(np.mean(minhash(a, cfg) == minhash(b, cfg)))
+    assert abs(agreement - jaccard) < 0.1
+    other = normalize_for_dedup(" ".join(reversed(SENTENCES)) + " " + HELD_OUT["en"])
+    assert np.mean(minhash(a, cfg) == minhash(other, cfg)) < 0.6
+
+
+def test_validation_and_mixing_draws_are_deterministic_and_calibrated():
+    ids = [f"src/file#{i}" for i in range(20000)]
+    held = [i for i in ids if in_valid(i, 0.05)]
+    assert held == [i for i in ids if in_valid(i, 0.05)]
+    assert 0.04 < len(held) / len(ids) < 0.06
+    assert np.mean([copies(i, 2.3, seed=7) for i in ids]) == pytest.approx(2.3, abs=0.02)
+    assert np.mean([copies(i, 0.25, seed=7) for i in ids]) == pytest.approx(0.25, abs=0.02)
+    assert [copies(i, 0.5, seed=7) for i in ids[:50]] != [copies(i, 0.5, seed=8) for i in ids[:50]]
+
+
+def test_readers_take_fsspec_urls_and_native_formats():
+    """The readers go through fsspec, so a URL reads like a local path (memory:// stands in for s3://)."""
+    import fsspec
+    import zstandard
+
+    from pipeline.config import SourceConfig
+    from pipeline.sources import BadRow, expand_paths, read_file
+
+    rows = [{"text": GOOD, "meta": {"pile_set_name": "Pile-CC"}}, {"text": 7, "meta": {}}]
+    raw = "".join(json.dumps(r) + "\n" for r in rows).encode() + b'{"text": "cut\n'
+    with fsspec.open("memory://corpus/train/00.jsonl.zst", "wb") as f:
+        f.write(zstandard.ZstdCompressor().compress(raw))
+    files, missing = expand_paths(["memory://corpus/train/*.jsonl.zst", "memory://corpus/none/*.jsonl"])
+    assert files == ["memory:///corpus/train/00.jsonl.zst"]
+    assert missing == [("memory://corpus/none/*.jsonl", "no file matches")]
+    cfg = SourceConfig(reader="pile", paths=files, epochs=1)
+    items = list(read_file("pile", files[0], cfg))
+    assert items[0].id == "pile/train/00.jsonl.zst#0" and items[0].meta == {
+        "meta": {"pile_set_name": "Pile-CC"}
+    }
+    assert [(b.row, b.reason.split(":")[0]) for b in items[1:] if isinstance(b, BadRow)] == [
+        (1, "wrong schema"),
+        (2, "malformed json"),
+    ]
