@@ -1,0 +1,145 @@
+"""Tokenize + pack throughput, end to end on the same documents and the same CPUs:
+
+- ours: `pipeline.pack` on Ray Data (read parquet, encode, shuffle windows, pack, write Arrow shards);
+- the limit: raw `tiktoken.encode_ordinary_batch` over the same texts already in memory;
+- the common alternative: `datasets.map` with the exported HF fast tokenizer, then the usual
+  `group_texts` packing map and `save_to_disk`.
+
+    python bench/pack.py [--mb 120] [--cpus N]
+
+Ray's cluster start is reported apart and not counted; a first pack job on 50 documents starts the
+Ray workers (as any long job would have) and is reported apart too. Every pack job still pays a fixed
+cost of seconds (actors, shuffle and write tasks), so the ratio to raw tiktoken grows with --mb.
+Targets: >= 0.8x raw tiktoken and >= 3x the datasets.map path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+SEQ_LEN = 4096
+
+
+def write_corpus(docs: list[str], folder: Path, files: int) -> None:
+    folder.mkdir(parents=True)
+    ids = [f"bench/{i}" for i in range(len(docs))]
+    for f in range(files):
+        table = pa.table(
+            {"id": ids[f::files], "text": docs[f::files], "source": ["bench"] * len(ids[f::files])}
+        )
+        pq.write_table(table, folder / f"part-{f:03d}.parquet")
+
+
+def run_ours(work: Path, out: Path, cpus: int) -> tuple[float, int]:
+    from pipeline.config import DataConfig
+    from pipeline.pack import pack_split
+
+    cfg = DataConfig.model_validate(
+        {
+            "work_dir": str(work),
+            "sources": {"bench": {"reader": "refinedweb", "paths": ["unused"], "weight": 1.0}},
+            "pack": {"seq_len": SEQ_LEN, "out_dir": str(out), "encoders": cpus},
+        }
+    )
+    start = time.perf_counter()
+    manifest, _ = pack_split(work / "mixed", out, cfg, partial_row="drop")
+    seconds = time.perf_counter() - start
+    return seconds, sum(s["tokenized"]["tokens"] for s in manifest.sources.values())
+
+
+def run_raw(docs: list[str], cpus: int) -> tuple[float, int]:
+    import tokenizer
+
+    enc = tokenizer.load()
+    start = time.perf_counter()
+    ids = enc.encoding.encode_ordinary_batch(docs, num_threads=cpus)
+    seconds = time.perf_counter() - start
+    return seconds, sum(len(x) + 1 for x in ids)  # + one <|endoftext|> per document, as packed
+
+
+def run_hf(files: list[str], out: Path, cpus: int) -> tuple[float, int]:
+    import datasets
+    from transformers import AutoTokenizer
+
+    import tokenizer
+    from tokenizer.hf import export_hf
+
+    datasets.disable_caching()
+    datasets.disable_progress_bars()
+    hf = AutoTokenizer.from_pretrained(export_hf(tokenizer.load(), out / "tokenizer"))
+    eot, width = tokenizer.EOT_ID, SEQ_LEN + 1
+
+    def tokenize(batch: dict) -> dict:
+        ids = hf(batch["text"], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return {"input_ids": [x + [eot] for x in ids]}
+
+    def group_texts(batch: dict) -> dict:  # the packing step of transformers' run_clm example
+        flat = [t for ids in batch["input_ids"] for t in ids]
+        n = len(flat) // width * width
+        return {"input_ids": [flat[i : i + width] for i in range(0, n, width)]}
+
+    start = time.perf_counter()
+    ds = datasets.Dataset.from_parquet(files, cache_dir=str(out / "cache"))
+    ds = ds.map(tokenize, batched=True, num_proc=cpus, remove_columns=ds.column_names)
+    tokens = sum(len(x) for x in ds["input_ids"])
+    ds = ds.map(group_texts, batched=True, batch_size=1000, num_proc=cpus)
+    ds.save_to_disk(str(out / "packed"))
+    seconds = time.perf_counter() - start
+    return seconds, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mb", type=float, default=120.0)
+    parser.add_argument("--cpus", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # datasets.map runs one process per CPU instead
+
+    import corpus
+    import ray
+
+    docs = [d for d in corpus.documents(args.mb) if d]  # the pipeline sets empty documents aside
+    print(f"{len(docs):,} documents, {corpus.megabytes(docs):.1f} MB, {args.cpus} CPUs, seq_len {SEQ_LEN}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "work"
+        write_corpus(docs, work / "mixed", files=4 * args.cpus)
+        files = sorted(str(p) for p in (work / "mixed").glob("*.parquet"))
+        start = time.perf_counter()
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        print(f"  (Ray cluster start {time.perf_counter() - start:.1f}s, not counted)")
+        write_corpus(docs[:50], Path(tmp) / "small" / "mixed", files=1)
+        warm_up, _ = run_ours(Path(tmp) / "small", Path(tmp) / "small-out", args.cpus)
+        print(f"  (first pack job, 50 documents, starts the Ray workers: {warm_up:.1f}s, not counted)")
+        seconds = {}
+        seconds["raw tiktoken encode_ordinary_batch"], raw_tokens = run_raw(docs, args.cpus)
+        seconds["ours: pipeline pack on Ray Data"], tokens = run_ours(work, Path(tmp) / "ours", args.cpus)
+        ray.shutdown()
+        seconds["datasets.map + HF fast + group_texts"], hf_tokens = run_hf(
+            files, Path(tmp) / "hf", args.cpus
+        )
+    if not tokens == raw_tokens == hf_tokens:
+        sys.exit(f"error: token counts disagree: ours {tokens}, raw {raw_tokens}, datasets {hf_tokens}")
+    for name, s in seconds.items():
+        print(f"  {name:40s} {s:7.2f}s  {tokens / s / 1e6:6.2f} M tokens/s")
+    ours = seconds["ours: pipeline pack on Ray Data"]
+    raw = seconds["raw tiktoken encode_ordinary_batch"]
+    hf = seconds["datasets.map + HF fast + group_texts"]
+    vs_raw, vs_hf = raw / ours, hf / ours
+    print(f"ours / raw tiktoken   = {vs_raw:.2f}x (target >= 0.8x) {'PASS' if vs_raw >= 0.8 else 'FAIL'}")
+    print(f"ours / datasets.map   = {vs_hf:.2f}x (target >= 3x)   {'PASS' if vs_hf >= 3 else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
