@@ -1,0 +1,65 @@
+"""python -m serving --model PATH [--host H] [--port P] [--api-key KEY] [--config configs/serve.yaml]"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import uvicorn
+
+import configs
+from serving.api import create_app
+from serving.config import ServeConfig
+from serving.engine import Engine
+from serving.metrics import Metrics
+from serving.model import ModelError, resolve
+
+API_KEY_ENV = "SERVING_API_KEY"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a Hugging Face StableLmForCausalLM export folder, or a training checkpoint",
+    )
+    parser.add_argument("--config", default=str(configs.CONFIG_DIR / "serve.yaml"))
+    parser.add_argument("--host", help="overrides the config's host (default loopback)")
+    parser.add_argument("--port", type=int, help="overrides the config's port")
+    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV), help=f"or ${API_KEY_ENV}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    overrides = {key: value for key in ("host", "port") if (value := getattr(args, key)) is not None}
+    scratch = None
+    try:
+        config = configs.load(args.config, ServeConfig, overrides)
+        folder, scratch = resolve(Path(args.model))
+        engine = Engine(folder, config, Metrics())
+    except (configs.ConfigError, ModelError) as e:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if scratch is not None:
+        # Only loading reads a converted checkpoint. uvicorn ends the process by re-raising the signal
+        # that stopped it, which skips cleanup at exit, so the folder goes as soon as it has been read.
+        threading.Thread(target=_remove_when_loaded, args=(engine, scratch), daemon=True).start()
+    app = create_app(engine, config.served_model_name or args.model, api_key=args.api_key or None)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
+    return 0
+
+
+def _remove_when_loaded(engine: Engine, folder: Path) -> None:
+    engine.wait_loaded()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,451 @@
+"""The HTTP layer: OpenAI's /v1/completions and /v1/models, plus /health, /metrics, /tokenize, /detokenize.
+
+Every error is OpenAI's `{"error": {"message", "type", "param", "code"}}` body. Request handlers only
+validate, tokenize and translate; the engine's worker thread does all model work and hands results
+back through an asyncio queue per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.engine import Engine, Output, Sequence
+from serving.metrics import Metrics
+from serving.protocol import (
+    APIError,
+    CompletionRequest,
+    DetokenizeRequest,
+    TokenizeRequest,
+    error_body,
+)
+from serving.sampling import SamplingParams, TokenLogprob
+from serving.text import text_offsets, token_str
+
+log = logging.getLogger(__name__)
+
+ROUTES = ("/v1/completions", "/v1/models", "/health", "/metrics", "/tokenize", "/detokenize")
+
+
+def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.start()  # loads the model in the worker thread; /health answers 503 until it is done
+        yield
+        engine.stop()
+
+    app = FastAPI(title="stablelm2-repro serving", lifespan=lifespan)
+    app.add_middleware(Gate, metrics=engine.metrics, api_key=api_key)
+    _add_error_handlers(app)
+    tok = functools.lru_cache(maxsize=1 << 17)(functools.partial(token_str, engine.enc))
+    created = int(time.time())
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if engine.error is not None:
+            return JSONResponse({"status": "error", "error": engine.error}, status_code=503)
+        if not engine.ready:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(engine.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        card = {
+            "id": model_name,
+            "object": "model",
+            "created": created,
+            "owned_by": "stablelm2-repro",
+            "max_model_len": engine.max_model_len,
+        }
+        return {"object": "list", "data": [card]}
+
+    @app.post("/tokenize")
+    async def tokenize(req: TokenizeRequest) -> dict[str, Any]:
+        _check_model(req.model, model_name)
+        tokens = _encode(engine, req.prompt)
+        return {"tokens": tokens, "count": len(tokens), "max_model_len": engine.max_model_len}
+
+    @app.post("/detokenize")
+    async def detokenize(req: DetokenizeRequest) -> dict[str, Any]:
+        _check_model(req.model, model_name)
+        _check_token_ids(engine, req.tokens, "tokens")
+        return {"prompt": engine.enc.decode(req.tokens)}
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest) -> Response:
+        if not engine.ready:
+            raise APIError(
+                503, engine.error or "the model is still loading", type="server_error", code="not_ready"
+            )
+        _check_model(req.model, model_name)
+        request = Completion(engine, req, model_name, tok)
+        request.submit()
+        if req.stream:
+            return StreamingResponse(request.stream(), media_type="text/event-stream")
+        return JSONResponse(await request.collect())
+
+    return app
+
+
+# ---- one completion request -------------------------------------------------------------------------
+
+
+@dataclass
+class Choice:
+    index: int
+    prompt_ids: list[int]
+    prompt_text: str
+    seq: Sequence | None = None
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob | None] = field(default_factory=list)
+    finish_reason: str | None = None
+    sent: int = 0  # characters streamed so far
+    started: bool = False  # whether its first chunk (which carries the echo) went out
+
+
+class Completion:
+    """Validates a request, runs its choices on the engine, and shapes OpenAI's response."""
+
+    def __init__(self, engine: Engine, req: CompletionRequest, model_name: str, tok: Callable[[int], str]):
+        self.engine = engine
+        self.req = req
+        self.model_name = model_name
+        self.tok = tok
+        self.id = f"cmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.started = time.perf_counter()
+        self.first_token_seen = False
+        self.queue: asyncio.Queue[tuple[int, Output]] = asyncio.Queue()
+        self._check_limits()
+        self.choices = [
+            Choice(index=p * req.n + j, prompt_ids=ids, prompt_text=text)
+            for p, (ids, text) in enumerate(self._prompts())
+            for j in range(req.n)
+        ]
+
+    def _check_limits(self) -> None:
+        config = self.engine.config
+        if self.req.n > config.max_n:
+            raise APIError(400, f"n must be at most {config.max_n}", param="n", code="invalid_value")
+        if self.req.logprobs is not None and self.req.logprobs > config.max_logprobs:
+            raise APIError(
+                400, f"logprobs must be at most {config.max_logprobs}", param="logprobs", code="invalid_value"
+            )
+
+    def _prompts(self) -> list[tuple[list[int], str]]:
+        """Each prompt's token ids and text, checked against the vocabulary and the context length."""
+        prompt = self.req.prompt
+        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+            prompt = [prompt]
+        if not prompt:
+            raise APIError(400, "prompt is empty", param="prompt", code="invalid_value")
+        found = []
+        for one in prompt:
+            if isinstance(one, str):
+                ids, text = _encode(self.engine, one), one
+            else:
+                _check_token_ids(self.engine, one, "prompt")
+                ids, text = one, self.engine.enc.decode(one)
+            if not ids:
+                raise APIError(
+                    400, "a prompt must have at least one token", param="prompt", code="invalid_value"
+                )
+            self._check_length(len(ids))
+            found.append((ids, text))
+        return found
+
+    def _check_length(self, n_prompt: int) -> None:
+        limit = self.engine.max_model_len
+        if n_prompt >= limit:
+            raise APIError(
+                400,
+                f"This model's maximum context length is {limit} tokens; the prompt has {n_prompt} "
+                "and leaves no room for a completion.",
+                param="prompt",
+                code="context_length_exceeded",
+            )
+        if self.req.max_tokens is not None and n_prompt + self.req.max_tokens > limit:
+            raise APIError(
+                400,
+                f"This model's maximum context length is {limit} tokens, however you requested "
+                f"{n_prompt + self.req.max_tokens} tokens ({n_prompt} in your prompt; {self.req.max_tokens} "
+                "for the completion). Please reduce the prompt or max_tokens.",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+
+    def submit(self) -> None:
+        loop = asyncio.get_running_loop()
+        req = self.req
+        for choice in self.choices:
+            params = SamplingParams(
+                max_tokens=(
+                    req.max_tokens
+                    if req.max_tokens is not None
+                    else self.engine.max_model_len - len(choice.prompt_ids)
+                ),
+                temperature=req.temperature,
+                top_p=req.top_p,
+                top_k=max(req.top_k, 0),
+                # Choice i of a seeded request uses seed + i, so n > 1 gives n different samples.
+                seed=None if req.seed is None else req.seed + choice.index,
+                stop=tuple(req.stop),
+                logprobs=req.logprobs,
+                prompt_logprobs=req.logprobs if req.echo else None,
+            )
+            deliver = functools.partial(_deliver, loop, self.queue, choice.index)
+            choice.seq = self.engine.submit(choice.prompt_ids, params, deliver)
+
+    async def _next(self) -> tuple[Choice, Output]:
+        index, out = await self.queue.get()
+        choice = self.choices[index]
+        if out.prompt_logprobs is not None:
+            choice.logprobs.extend(out.prompt_logprobs)
+        choice.text += out.text
+        choice.token_ids += out.token_ids
+        choice.logprobs.extend(out.logprobs or [])
+        choice.finish_reason = out.finish_reason
+        if out.token_ids and not self.first_token_seen:
+            self.first_token_seen = True
+            self.engine.metrics.time_to_first_token.observe(time.perf_counter() - self.started)
+        if out.finish_reason == "error":
+            raise APIError(
+                500, "generation failed; see the server log", type="server_error", code="engine_error"
+            )
+        return choice, out
+
+    def _unfinished(self) -> list[Choice]:
+        return [c for c in self.choices if c.finish_reason is None]
+
+    def _cancel_unfinished(self) -> None:
+        for choice in self._unfinished():
+            choice.seq.cancel()
+
+    async def collect(self) -> dict[str, Any]:
+        try:
+            while self._unfinished():
+                await self._next()
+        finally:
+            self._cancel_unfinished()
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model_name,
+            "choices": [self._choice_json(c) for c in self.choices],
+            "usage": self._usage(),
+        }
+
+    def _choice_json(self, choice: Choice) -> dict[str, Any]:
+        echo = self.req.echo
+        ids = (choice.prompt_ids if echo else []) + choice.token_ids
+        return {
+            "index": choice.index,
+            "text": (choice.prompt_text if echo else "") + choice.text,
+            "logprobs": None if self.req.logprobs is None else self._logprobs_json(ids, choice.logprobs, 0),
+            "finish_reason": choice.finish_reason,
+        }
+
+    def _logprobs_json(
+        self, ids: list[int], entries: list[TokenLogprob | None], offset: int
+    ) -> dict[str, Any]:
+        return {
+            "tokens": [self.tok(t) for t in ids],
+            "token_logprobs": [None if e is None else e.logprob for e in entries],
+            "top_logprobs": [None if e is None else self._top_json(e) for e in entries],
+            "text_offset": text_offsets(self.engine.enc, ids, offset),
+        }
+
+    def _top_json(self, entry: TokenLogprob) -> dict[str, float]:
+        # Best first, and the chosen token always present (OpenAI's rule); when two ids spell the same
+        # string the better one keeps the key.
+        top: dict[str, float] = {}
+        for token_id, logprob in (*entry.top, (entry.token_id, entry.logprob)):
+            top.setdefault(self.tok(token_id), logprob)
+        return top
+
+    def _usage(self) -> dict[str, int]:
+        prompt = sum(len(c.prompt_ids) for c in self.choices[:: self.req.n])
+        completion = sum(len(c.token_ids) for c in self.choices)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    async def stream(self) -> AsyncIterator[str]:
+        """Server-sent events, one per step of each choice, then `data: [DONE]`. If the client goes
+        away, Starlette cancels this generator and the `finally` frees the choices' batch slots."""
+        try:
+            while self._unfinished():
+                try:
+                    choice, out = await self._next()
+                except APIError as e:
+                    yield _sse(e.body)
+                    return
+                yield _sse(self._chunk([self._delta_json(choice, out)]))
+            if self.req.stream_options is not None and self.req.stream_options.include_usage:
+                yield _sse(self._chunk([]) | {"usage": self._usage()})
+            yield "data: [DONE]\n\n"
+        finally:
+            self._cancel_unfinished()
+
+    def _delta_json(self, choice: Choice, out: Output) -> dict[str, Any]:
+        echo = self.req.echo and not choice.started
+        choice.started = True
+        text = (choice.prompt_text if echo else "") + out.text
+        logprobs = None
+        if self.req.logprobs is not None:
+            ids = (choice.prompt_ids if echo else []) + out.token_ids
+            entries = ((out.prompt_logprobs or []) if echo else []) + (out.logprobs or [])
+            logprobs = self._logprobs_json(ids, entries, choice.sent)
+        choice.sent += len(text)
+        return {"index": choice.index, "text": text, "logprobs": logprobs, "finish_reason": out.finish_reason}
+
+    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model_name,
+            "choices": choices,
+        }
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, index: int, out: Output) -> None:
+    """Called on the engine's thread: hand `out` to the request's event loop."""
+    try:
+        loop.call_soon_threadsafe(queue.put_nowait, (index, out))
+    except RuntimeError:  # the loop is closed: the server is shutting down and nobody is listening
+        pass
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def _encode(engine: Engine, text: str) -> list[int]:
+    # Special-token text becomes the special token, as Hugging Face tokenizers (and so lm-eval) do.
+    return engine.enc.encode(text, allowed_special="all")
+
+
+def _check_model(requested: str | None, model_name: str) -> None:
+    if requested is not None and requested != model_name:
+        raise APIError(
+            404,
+            f"The model `{requested}` does not exist; this server serves `{model_name}`.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def _check_token_ids(engine: Engine, ids: list[int], param: str) -> None:
+    bad = [i for i in ids if not engine.is_token(i)]
+    if bad:
+        raise APIError(
+            400,
+            f"token ids {bad[:5]} are not tokens (valid: 0..{engine.enc.n_vocab - 1} except unused ids)",
+            param=param,
+            code="invalid_value",
+        )
+
+
+# ---- errors, auth and metrics ------------------------------------------------------------------------
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(_, e: APIError) -> JSONResponse:
+        return JSONResponse(e.body, status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_, e: RequestValidationError) -> JSONResponse:
+        problems, params = [], []
+        for item in e.errors():
+            loc = [str(part) for part in item["loc"] if part != "body"]
+            if item["type"] == "json_invalid":
+                problems.append(
+                    f"the body is not valid JSON: {item.get('ctx', {}).get('error', item['msg'])}"
+                )
+                loc = []
+            elif not loc:
+                problems.append("the body must be a JSON object sent as Content-Type: application/json")
+            elif loc[0] == "prompt":  # one failure per member of the union; say it once
+                problems.append(
+                    "prompt: must be a string, a list of strings, token ids, or a list of token-id lists"
+                )
+            elif item["type"] == "extra_forbidden":
+                problems.append(f"{'.'.join(loc)}: unknown or unsupported parameter")
+            else:
+                problems.append(f"{'.'.join(loc)}: {item['msg']}")
+            params.append(loc[0] if loc else None)
+        message = "; ".join(dict.fromkeys(problems))
+        return JSONResponse(
+            error_body(message, param=params[0] if params else None, code="invalid_value"), 400
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_, e: HTTPException) -> JSONResponse:
+        return JSONResponse(error_body(str(e.detail)), status_code=e.status_code, headers=e.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(_, e: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(error_body("internal server error", type="server_error"), status_code=500)
+
+
+class Gate:
+    """Counts and times every request, and checks the API key on /v1/* before anything else runs."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, api_key: str | None):
+        self.app = app
+        self.metrics = metrics
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = scope["path"] if scope["path"] in ROUTES else "other"
+        status, started = 500, time.perf_counter()
+
+        async def observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if scope["path"].startswith("/v1/") and not self._authorized(scope):
+                body = error_body(
+                    "Incorrect or missing API key (send `Authorization: Bearer KEY`)", code="invalid_api_key"
+                )
+                await JSONResponse(body, status_code=401)(scope, receive, observed)
+            else:
+                await self.app(scope, receive, observed)
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.request_latency.labels(route).observe(time.perf_counter() - started)
+
+    def _authorized(self, scope: Scope) -> bool:
+        if self.api_key is None:
+            return True
+        scheme, _, key = Headers(scope=scope).get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(key.strip().encode(), self.api_key.encode())
