@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.setup-stamp
 DATA_CONFIG  ?= configs/data/sample.yaml
 TRAIN_CONFIG ?= configs/train/tiny.yaml
 
-.PHONY: setup test lint bench
+.PHONY: setup test lint bench data serve train mlflow-ui gpu-wheels
 
 setup: $(STAMP)
 
@@ -30,3 +30,41 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/tokenizer.py
+
+data: $(STAMP)
+	$(BIN)/python -m pipeline run $(DATA_CONFIG)
+	$(BIN)/python -m pipeline pack $(DATA_CONFIG)
+
+# Serves the export `make train` writes; SERVE_MODEL=path/to/export serves another one.
+SERVE_MODEL ?= runs/tiny/export
+serve: $(STAMP)
+	$(BIN)/python -m serving --model $(SERVE_MODEL)
+
+# Trains the tiny config on CPU for a few minutes on the sample shards (made first when missing),
+# then exports the last checkpoint to runs/tiny/export, the folder `make serve` serves.
+# A second `make train` resumes from the last checkpoint. TRAIN_SET="--set key=value ..." overrides.
+TRAIN_RUN ?= runs/tiny
+train: $(STAMP)
+	test -f data/shards/sample/manifest.json || $(MAKE) data
+	$(BIN)/python -m training train $(TRAIN_CONFIG) --set checkpoint.dir=$(TRAIN_RUN)/checkpoints $(TRAIN_SET)
+	$(BIN)/python -m training export $(TRAIN_RUN)/checkpoints $(TRAIN_RUN)/export
+	@echo "export: $(TRAIN_RUN)/export (make serve); MLflow store: ./mlruns (make mlflow-ui)"
+
+# The MLflow UI over the local store that training writes when MLFLOW_TRACKING_URI is unset.
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+
+# What bench/gpu.sh installs on an offline GPU machine that has a CUDA torch (carry bench/out/wheels
+# with the repo): DeepSpeed built here as a wheel with its ops left to JIT, plus the pure packages
+# the model code imports, at the versions of this venv, for the GPU machine's Python (GPU_PYTHON).
+GPU_PYTHON ?= 3.11
+GPU_WHEELS := bench/out/wheels
+GPU_DEPS   := pydantic|pydantic[-_]core|annotated[-_]types|typing[-_]extensions|typing[-_]inspection|pyyaml
+GPU_DEPS   := $(GPU_DEPS)|einops|hjson|msgpack|ninja|packaging|psutil|py[-_]cpuinfo|tqdm
+gpu-wheels: $(STAMP)
+	mkdir -p $(GPU_WHEELS)
+	DS_BUILD_OPS=0 $(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w $(GPU_WHEELS) deepspeed==0.19.8
+	$(BIN)/pip freeze | grep -iE '^($(GPU_DEPS))==' > $(GPU_WHEELS)/requirements.txt
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		-d $(GPU_WHEELS) -r $(GPU_WHEELS)/requirements.txt

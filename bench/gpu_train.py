@@ -1,0 +1,117 @@
+"""Training throughput of a config on one device: tokens/s, MFU and peak memory, per attention kernel.
+
+    python bench/gpu_train.py CONFIG [--steps 30] [--warmup 5] [--set key=value ...]
+
+The steps are the trainer's (same DeepSpeed engine, optimizer groups and fp32 loss, from
+training.engine) on synthetic packed rows: random tokens cut into documents by <|endoftext|> at
+random places (mean length 1,000 tokens), so document masking runs as in training. It runs PyTorch
+SDPA, then flash-attn when it is installed and usable, and prints the flash / SDPA ratio. bench/gpu.sh
+is the prepared wrapper for an H100/H200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from training.config import TrainConfig, load, parse_overrides
+from training.engine import build_engine, device, init_distributed, lm_loss, memory_metrics, peak_flops
+from training.model import StableLM, flops_per_token
+
+MEAN_DOC_TOKENS = 1000
+# EOT_ID, not imported: the tokenizer needs tiktoken, which the GPU machine may lack.
+EOT_ID = 100257
+
+
+def synthetic_rows(cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    shape = (cfg.batch.micro_batch, cfg.data.train_len + 1)
+    rows = torch.randint(0, EOT_ID, shape, generator=generator)
+    ends = torch.rand(shape, generator=generator) < 1 / MEAN_DOC_TOKENS
+    return torch.where(ends, EOT_ID, rows)
+
+
+def run(cfg: TrainConfig, steps: int, warmup: int) -> dict[str, float]:
+    """Train `warmup + steps` steps; throughput and memory over the last `steps`."""
+    dev = device()
+    model = StableLM(cfg.model)
+    model.activation_checkpointing = cfg.activation_checkpointing
+    engine, optimizer = build_engine(model, cfg)
+    eot = EOT_ID if cfg.data.document_masking else None
+    generator = torch.Generator().manual_seed(cfg.seed)
+    losses = []
+    for step in range(warmup + steps):
+        if step == warmup:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+        for _ in range(cfg.batch.grad_accum):
+            loss = lm_loss(engine, synthetic_rows(cfg, generator).to(dev), eot)
+            engine.backward(loss)
+            engine.step()
+        losses.append(loss.item())  # also waits for the device
+    seconds = time.perf_counter() - start
+    tokens = steps * cfg.batch.grad_accum * cfg.batch.micro_batch * cfg.data.train_len
+    result = {"tokens_per_s": tokens / seconds, "first_loss": losses[0], "last_loss": losses[-1]}
+    result.update(memory_metrics(dev))
+    if peak := peak_flops(dev, cfg.log.peak_flops):
+        result["mfu"] = flops_per_token(cfg.model, cfg.data.train_len) * result["tokens_per_s"] / peak
+    del engine, optimizer, model
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def flash_usable() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    cfg = load(args.config, parse_overrides(args.set))
+    init_distributed()
+    dev = device()
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    m = cfg.model
+    print(
+        f"{args.config}: {m.num_layers} layers x {m.hidden_size}, seq {cfg.data.train_len}, micro-batch "
+        f"{cfg.batch.micro_batch} x grad-accum {cfg.batch.grad_accum}, bf16 {cfg.bf16}, activation "
+        f"checkpointing {cfg.activation_checkpointing}, ZeRO-1, {dist.get_world_size()} x {name}",
+        flush=True,
+    )
+    kernels = ["sdpa", "flash"] if flash_usable() else ["sdpa"]
+    results = {}
+    for kernel in kernels:
+        raw = cfg.model_dump(mode="json")
+        raw["model"]["attention"] = kernel
+        r = results[kernel] = run(TrainConfig.model_validate(raw), args.steps, args.warmup)
+        mfu = f"{r['mfu']:.1%}" if "mfu" in r else "n/a (no peak FLOP/s for this device)"
+        print(
+            f"{kernel:>5}: {r['tokens_per_s']:,.0f} tokens/s/device | MFU {mfu} | peak memory "
+            f"{r['memory_gib']:.1f} GiB | loss {r['first_loss']:.3f} -> {r['last_loss']:.3f}",
+            flush=True,
+        )
+    if "flash" in results:
+        ratio = results["flash"]["tokens_per_s"] / results["sdpa"]["tokens_per_s"]
+        print(f"flash-attn / SDPA throughput: {ratio:.2f}x")
+    else:
+        print("flash-attn: not installed or no GPU; SDPA only")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""The trainer end to end on CPU: real DeepSpeed (gloo), real MLflow (sqlite in tmp), real shards.
+
+The model is a micro Stable LM 2 (width 64, 2 layers, seq 32) over the full 100,352-row vocabulary,
+trained on rows that the Arcade100k tokenizer makes from this repository's own source files.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+from pydantic import ValidationError
+
+import tokenizer
+from pipeline.shards import Manifest, ShardError, ShardSet, TokenizerInfo, write_manifest, write_shard
+from training import checkpoint
+from training.__main__ import main, with_hf_model
+from training.config import TrainConfig
+from training.data import ShardLoader
+from training.model import StableLM
+from training.trainer import NonFiniteLossError, Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+SEQ = 32
+MICRO_MODEL = {
+    "hidden_size": 64,
+    "num_layers": 2,
+    "num_heads": 4,
+    "intermediate_size": 176,
+    "max_position_embeddings": 64,
+}
+
+
+def write_shards(
+    folder: Path, rows: int, valid_rows: int = 0, seq_len: int = SEQ, per_shard: int = 64
+) -> Path:
+    """Packed shards (plus a `valid` split) of this repo's Python files, tokenized with Arcade100k."""
+    enc = tokenizer.load()
+    ids: list[int] = []
+    for path in sorted(REPO.glob("*/*.py")):
+        ids += enc.encode_ordinary(path.read_text(encoding="utf-8")) + [enc.eot_id]
+        if len(ids) > (rows + valid_rows) * (seq_len + 1):
+            break
+    table = np.array(ids[: (rows + valid_rows) * (seq_len + 1)], dtype=np.int32).reshape(-1, seq_len + 1)
+    info = TokenizerInfo(name=enc.name, fingerprint=enc.fingerprint, n_vocab=enc.n_vocab, eot_id=enc.eot_id)
+
+    def write(where: Path, part: np.ndarray, valid: str | None) -> None:
+        where.mkdir(parents=True, exist_ok=True)
+        shards = [
+            write_shard(where / f"shard-{i:05d}.arrow", part[start : start + per_shard])
+            for i, start in enumerate(range(0, len(part), per_shard))
+        ]
+        write_manifest(where, Manifest(seq_len=seq_len, tokenizer=info, shards=shards, valid=valid))
+
+    if valid_rows:
+        write(folder / "valid", table[rows:], None)
+    write(folder, table[:rows], "valid" if valid_rows else None)
+    return folder
+
+
+def micro_config(tmp_path: Path, shards: Path, **sections) -> TrainConfig:
+    raw = {
+        "model": MICRO_MODEL,
+        "data": {"shards": str(shards), "seq_len": SEQ},
+        "optim": {"lr": 1e-2, "min_lr": 1e-3},
+        "schedule": {"warmup_steps": 2, "total_steps": 8},
+        "batch": {"micro_batch": 2, "grad_accum": 2},
+        "checkpoint": {"dir": str(tmp_path / "ckpt"), "interval": 2, "keep_last": 2},
+        "eval": {"interval": 4, "batches": 2},
+        "log": {"interval": 1, "experiment": f"test-{tmp_path.name}"},
+    }
+    for section, values in sections.items():
+        raw[section] = {**raw[section], **values} if isinstance(values, dict) else values
+    return TrainConfig.model_validate(raw)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return write_shards(tmp_path_factory.mktemp("shards"), rows=96, valid_rows=8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mlflow_store(tmp_path_factory):
+    """One sqlite store for the module (creating one costs seconds); each test has its experiment."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    if previous is None:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+def at_step(trainer: Trainer, steps: set[int], action) -> None:
+    """Run `action()` in the forward pass of each training micro-batch of the given (1-based) steps."""
+
+    def hook(module, inputs, output):
+        if torch.is_grad_enabled() and trainer.step + 1 in steps:
+            return action(output)
+
+    trainer.model.lm_head.register_forward_hook(hook)
+
+
+# -- the loader ------------------------------------------------------------------------------------
+
+
+def drain(loader: ShardLoader, n: int) -> list[list[int]]:
+    return [loader.next_batch()[:, 0].tolist() for _ in range(n)]
+
+
+def test_loader_order_is_seeded_split_across_ranks_and_covers_each_epoch(shards):
+    rows = ShardSet(shards)
+    assert drain(ShardLoader(rows, 4, seed=1), 5) == drain(ShardLoader(rows, 4, seed=1), 5)
+    assert drain(ShardLoader(rows, 4, seed=1), 5) != drain(ShardLoader(rows, 4, seed=2), 5)
+    # Two ranks of 2 rows read exactly what one rank of 4 reads, split in halves.
+    whole = drain(ShardLoader(rows, 4, seed=1), 30)
+    r0, r1 = (drain(ShardLoader(rows, 2, seed=1, rank=r, world_size=2), 30) for r in (0, 1))
+    assert [a + b for a, b in zip(r0, r1, strict=True)] == whole
+    # 96 rows / 4 per micro-step = 24 micro-steps per epoch, each row once; epoch 2 is another order.
+    first_tokens = [int(rows[i][0]) for i in range(len(rows))]
+    assert sorted(sum(whole[:24], [])) == sorted(first_tokens)
+    assert whole[24:30] != whole[:6]
+
+
+def test_loader_state_resumes_on_the_next_rows_and_refuses_other_data(shards, tmp_path):
+    rows = ShardSet(shards)
+    straight = ShardLoader(rows, 4, seed=7)
+    expected = drain(straight, 40)
+    first = ShardLoader(rows, 4, seed=7)
+    head = drain(first, 27)  # into the second epoch
+    resumed = ShardLoader(rows, 4, seed=7)
+    resumed.load_state_dict(first.state_dict())
+    assert head + drain(resumed, 13) == expected
+    with pytest.raises(ShardError, match="seed"):
+        ShardLoader(rows, 4, seed=8).load_state_dict(first.state_dict())
+
+
+def test_windows_cut_each_row_into_overlapping_samples(shards):
+    rows = ShardSet(shards)
+    loader = ShardLoader(rows, 3, seed=5, window=8, shuffle=False)
+    assert loader.samples == 4 * len(rows)
+    first_row = np.asarray(rows[0])
+    for w, sample in enumerate(loader.next_batch().numpy()):  # row 0's windows 0, 1, 2
+        assert np.array_equal(sample, first_row[8 * w : 8 * w + 9])
+    with pytest.raises(ShardError, match="does not divide"):
+        ShardLoader(rows, 3, seed=5, window=5)
+    with pytest.raises(ValidationError, match="does not divide"):
+        micro_config(Path("unused"), shards, data={"window": 5})
+
+
+# -- failures before the first step -----------------------------------------------------------------
+
+
+def write_config(tmp_path: Path, cfg: TrainConfig) -> Path:
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    return path
+
+
+def test_bad_data_is_a_clear_error_before_any_step(tmp_path, capsys):
+    good = write_shards(tmp_path / "good", rows=8)
+    cases = {
+        "missing": (tmp_path / "nowhere", {}, "no manifest.json"),
+        "seq_len": (good, {"data.seq_len": 16}, "seq_len 32, the model expects 16"),
+        "vocab": (good, {"model.vocab_size": 50_000}, "model's vocab is 50000"),
+    }
+    corrupt = write_shards(tmp_path / "corrupt", rows=8)
+    shard = corrupt / "shard-00000.arrow"
+    shard.write_bytes(shard.read_bytes()[:-8] + b"\0" * 8)
+    cases["corrupt"] = (corrupt, {}, "does not match the manifest")
+    for name, (folder, overrides, message) in cases.items():
+        cfg = micro_config(tmp_path / name, folder)
+        sets = [f"{key}={value}" for key, value in overrides.items()]
+        code = main(["train", str(write_config(tmp_path, cfg)), *sum((["--set", s] for s in sets), [])])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, (name, err)
+        assert not (tmp_path / name / "ckpt").exists()
+
+
+# -- training ----------------------------------------------------------------------------------------
+
+
+def test_preempted_and_resumed_run_equals_the_straight_run(tmp_path, shards, mlflow_store):
+    """2N steps straight == N steps, SIGTERM, resume, N steps: identical losses; plus the checkpoints,
+    the loss falling, validation, and the one MLflow run that both halves logged to."""
+    straight = Trainer(micro_config(tmp_path / "a", shards))
+    full = straight.fit()
+    losses = [r.loss for r in full.history]
+    assert full.status == "finished" and len(losses) == 8 and all(r.applied for r in full.history)
+    assert sum(losses[-2:]) / 2 < losses[0] - 0.5  # the loss falls
+    root = tmp_path / "a" / "ckpt"
+    assert sorted(p.name for p in root.glob("step_*")) == ["step_00000006", "step_00000008"]
+    assert checkpoint.latest_tag(root) == "step_00000008"
+
+    cfg = micro_config(tmp_path / "b", shards)
+    first = Trainer(cfg)
+    at_step(first, {3}, lambda out: os.kill(os.getpid(), signal.SIGTERM))
+    half = first.fit()
+    assert half.status == "preempted" and half.step == 3
+    assert checkpoint.latest_tag(cfg.checkpoint.dir) == "step_00000003"
+    rest = Trainer(cfg).fit()
+    assert rest.status == "finished"
+    assert [r.loss for r in half.history + rest.history] == losses
+    assert [r.lr for r in half.history + rest.history] == [r.lr for r in full.history]
+    assert rest.evals == full.evals and set(full.evals) == {4, 8}
+
+    client = MlflowClient(mlflow_store)
+    experiment = client.get_experiment_by_name(cfg.log.experiment)
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_id == half.run_id == rest.run_id and run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, 9))
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(losses)
+    for key in ("lr", "grad_norm", "tokens_per_s", "memory_gib", "val_loss", "val_perplexity"):
+        assert client.get_metric_history(run.info.run_id, key), key
+    assert "mfu" not in run.data.metrics  # no peak FLOP/s known for a CPU
+    assert run.data.params["optim.lr"] == "0.01" and run.data.params["model.hidden_size"] == "64"
+    assert run.data.tags["data_manifest_sha256"] and run.data.tags["git_commit"]
+    assert run.data.tags["tokenizer_fingerprint"] == tokenizer.load().fingerprint
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.json", "manifest.json", "resumed"} <= artifacts
+
+
+def test_nonfinite_steps_are_skipped_then_abort_keeping_the_last_good_checkpoint(tmp_path, shards):
+    cfg = micro_config(tmp_path, shards, max_nonfinite_in_row=2, eval={"interval": 100})
+    trainer = Trainer(cfg)
+    at_step(trainer, {3, 5, 6}, lambda out: out * float("nan"))
+    weights = {}
+
+    def snapshot(module, inputs, output):
+        weights.setdefault(trainer.step, module.weight.detach().clone())
+
+    trainer.model.lm_head.register_forward_hook(snapshot)
+    with pytest.raises(NonFiniteLossError, match="2 steps in a row.*last good checkpoint is step 4"):
+        trainer.fit()
+    assert trainer.skipped_steps == 3
+    # Skipped steps leave the weights alone; step 3's skip did not stop step 4 from training.
+    assert torch.equal(weights[2], weights[3]) and not torch.equal(weights[3], weights[4])
+    assert torch.equal(weights[4], weights[5])
+    assert checkpoint.latest_tag(cfg.checkpoint.dir) == "step_00000004"
+    saved = checkpoint.model_state_dict(cfg.checkpoint.dir)["lm_head.weight"]
+    assert torch.equal(saved, trainer.model.lm_head.weight.detach())
+
+
+def test_export_loads_in_transformers_with_our_logits_and_imports_back(tmp_path, shards):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    two_steps = {"warmup_steps": 1, "total_steps": 2}
+    cfg = micro_config(tmp_path, shards, schedule=two_steps)
+    Trainer(cfg).fit()
+    out = tmp_path / "export"
+    assert main(["export", str(cfg.checkpoint.dir), str(out)]) == 0
+    ours = StableLM(cfg.model)
+    ours.load_state_dict(checkpoint.model_state_dict(cfg.checkpoint.dir))
+    theirs = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    assert type(theirs).__name__ == "StableLmForCausalLM"
+    ids = torch.tensor([tokenizer.load().encode_ordinary("def train(cfg): return Trainer(cfg).fit()")])
+    with torch.no_grad():
+        diff = (theirs(ids).logits - ours(ids)).abs().max().item()
+    assert diff <= 1e-4  # bf16 training: the module weights are the bf16 values the export holds
+    assert AutoTokenizer.from_pretrained(out).decode(ids[0]) == "def train(cfg): return Trainer(cfg).fit()"
+
+    # import-hf: a new run starts from the exported weights and trains on.
+    cont = with_hf_model(micro_config(tmp_path / "cont", shards, schedule=two_steps), out)
+    trainer = Trainer(cont)
+    exported = theirs.state_dict()
+    assert torch.equal(trainer.model.lm_head.weight.detach().float(), exported["lm_head.weight"])
+    assert trainer.fit().status == "finished"

@@ -1,0 +1,154 @@
+"""The training config: one YAML file (configs/train/*.yaml) validated into `TrainConfig`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import Field, model_validator
+
+import configs
+from training.model import ModelConfig
+
+__all__ = [
+    "BatchConfig",
+    "CheckpointConfig",
+    "DataConfig",
+    "EvalConfig",
+    "LogConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "load",
+    "parse_overrides",
+]
+
+
+class DataConfig(configs.Config):
+    shards: Path = Path("data/shards/sample")
+    # Tokens per packed row (+1 for the last target); must equal the shards' manifest.
+    seq_len: int = Field(4096, gt=0)
+    # Train on windows of this many tokens cut from each row (a divisor of seq_len), e.g. a small
+    # model on the 4096-token sample shards; None trains on whole rows.
+    window: int | None = Field(None, gt=0)
+    # Seeds the global permutation of rows (one permutation per epoch).
+    seed: int = 1234
+    # Stability's reset_attention_mask + reset_position_ids: no attention across <|endoftext|>.
+    document_masking: bool = True
+    verify_checksums: bool = True
+
+    @property
+    def train_len(self) -> int:
+        """Tokens the model sees per sample."""
+        return self.window or self.seq_len
+
+    @model_validator(mode="after")
+    def _window_divides_rows(self) -> DataConfig:
+        if self.window is not None and self.seq_len % self.window:
+            raise ValueError(f"window {self.window} does not divide seq_len {self.seq_len}")
+        return self
+
+
+class OptimConfig(configs.Config):
+    lr: float = Field(1e-3, gt=0)
+    min_lr: float = Field(1e-4, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+
+    @model_validator(mode="after")
+    def _floor_below_peak(self) -> OptimConfig:
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr {self.min_lr} is above lr {self.lr}")
+        return self
+
+
+class ScheduleConfig(configs.Config):
+    """Linear warmup, cosine decay that hands over to an inverse square root, optional linear cooldown."""
+
+    warmup_steps: int = Field(ge=0)
+    total_steps: int = Field(gt=0)
+    # Where, as a fraction of the decay phase, the inverse square root takes over from the cosine.
+    # 0.65 puts step 420,000 of Stability's 540,000 at lr 2.51e-4; their cooldown started at 2.529e-4.
+    switch_fraction: float = Field(0.65, gt=0, lt=1)
+    # The last `cooldown_steps` steps go linearly from the scheduled lr to zero.
+    cooldown_steps: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _phases_fit(self) -> ScheduleConfig:
+        if self.warmup_steps + self.cooldown_steps >= self.total_steps:
+            raise ValueError(
+                f"warmup_steps {self.warmup_steps} + cooldown_steps {self.cooldown_steps} "
+                f"leave no decay phase in total_steps {self.total_steps}"
+            )
+        return self
+
+
+class BatchConfig(configs.Config):
+    micro_batch: int = Field(2, gt=0)
+    grad_accum: int = Field(1, gt=0)
+
+
+class CheckpointConfig(configs.Config):
+    dir: Path = Path("runs/tiny/checkpoints")
+    interval: int = Field(100, gt=0)
+    keep_last: int = Field(3, gt=0)
+    # A Hugging Face folder whose weights start the run (continued pre-training); ignored once the
+    # run has a checkpoint of its own to resume from.
+    init_from_hf: Path | None = None
+
+
+class EvalConfig(configs.Config):
+    interval: int = Field(100, gt=0)
+    # Micro-batches per data-parallel rank and evaluation.
+    batches: int = Field(8, gt=0)
+
+
+class LogConfig(configs.Config):
+    interval: int = Field(10, gt=0)
+    experiment: str = "stablelm2"
+    run_name: str | None = None
+    # Peak FLOP/s of one device for MFU; None means the table in training.tracking (no MFU on CPU).
+    peak_flops: float | None = None
+
+
+class TrainConfig(configs.Config):
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig
+    batch: BatchConfig = BatchConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    eval: EvalConfig = EvalConfig()
+    log: LogConfig = LogConfig()
+    # Seeds the weight init and the torch/numpy/python RNGs; the data order has its own seed.
+    seed: int = 1234
+    bf16: bool = True
+    activation_checkpointing: bool = False
+    # Non-finite steps in a row (each one skipped) before the run aborts.
+    max_nonfinite_in_row: int = Field(5, gt=0)
+
+    @model_validator(mode="after")
+    def _seq_fits_model(self) -> TrainConfig:
+        if self.data.train_len > self.model.max_position_embeddings:
+            raise ValueError(
+                f"samples of {self.data.train_len} tokens exceed model.max_position_embeddings "
+                f"{self.model.max_position_embeddings}"
+            )
+        return self
+
+
+def load(path: str | Path, overrides: dict[str, object] | None = None) -> TrainConfig:
+    return configs.load(path, TrainConfig, overrides)
+
+
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    """`--set key=value` arguments as dotted overrides; values are read as YAML (numbers, lists...)."""
+    overrides: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise configs.ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
+    return overrides

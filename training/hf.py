@@ -1,0 +1,186 @@
+"""Hugging Face format: export a state dict as a `StableLmForCausalLM` folder, and read one back.
+
+The folder is what `save_pretrained` writes (config.json, model.safetensors, generation_config.json)
+plus the Arcade100k tokenizer files, so `transformers.AutoModelForCausalLM`, `AutoTokenizer` and vLLM
+load it. config.json uses the flat keys of the released stabilityai/stablelm-2-1_6b (`rope_theta`,
+`partial_rotary_factor`), which current and older readers both understand. Parameter
+names need no mapping: ours are Hugging Face's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import tokenizer
+from tokenizer.hf import export_hf
+from training.model import ModelConfig, StableLM
+
+__all__ = ["HFFormatError", "hf_config", "model_config_from_hf", "save_hf", "load_hf"]
+
+ARCHITECTURE = "StableLmForCausalLM"
+# Older exports saved the rotary frequencies, which we recompute; nothing else may be left over.
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+class HFFormatError(ValueError):
+    """A Hugging Face folder or config that this model cannot represent or that is incomplete."""
+
+
+def hf_config(cfg: ModelConfig, eot_id: int = tokenizer.EOT_ID, dtype: torch.dtype = torch.bfloat16) -> dict:
+    """The config.json content of `cfg` as a `StableLmForCausalLM`; bos and eos are `<|endoftext|>`."""
+    return {
+        "architectures": [ARCHITECTURE],
+        "model_type": "stablelm",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "rope_theta": cfg.rope_theta,
+        "partial_rotary_factor": cfg.partial_rotary_factor,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "use_qkv_bias": cfg.use_qkv_bias,
+        "qk_layernorm": False,
+        "use_parallel_residual": False,
+        "tie_word_embeddings": False,
+        "hidden_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "initializer_range": cfg.init_std,
+        "bos_token_id": eot_id,
+        "eos_token_id": eot_id,
+        "use_cache": True,
+        # `dtype` is the name transformers reads now; older readers (vLLM, transformers 4) read `torch_dtype`.
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch_dtype": str(dtype).removeprefix("torch."),
+    }
+
+
+def model_config_from_hf(config: dict[str, Any]) -> ModelConfig:
+    """The ModelConfig of a StableLM config.json; raises HFFormatError for layouts this model lacks."""
+    if config.get("model_type") != "stablelm":
+        raise HFFormatError(f"model_type is {config.get('model_type')!r}, expected 'stablelm'")
+    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    if missing := [key for key in required if key not in config]:
+        raise HFFormatError(f"config lacks {', '.join(missing)}")
+    rope = {**config, **(config.get("rope_parameters") or {})}  # transformers 5 nests the rope keys
+    unsupported = {
+        "qk_layernorm": config.get("qk_layernorm", False),
+        "use_parallel_residual": config.get("use_parallel_residual", False),
+        "tie_word_embeddings": config.get("tie_word_embeddings", False),
+        "grouped-query attention": config.get("num_key_value_heads", config["num_attention_heads"])
+        != config["num_attention_heads"],
+        f"hidden_act {config.get('hidden_act', 'silu')!r}": config.get("hidden_act", "silu") != "silu",
+        f"rope_type {rope.get('rope_type', 'default')!r}": rope.get("rope_type", "default") != "default",
+    }
+    if problems := [name for name, present in unsupported.items() if present]:
+        raise HFFormatError(
+            "unsupported StableLM variant (Stable LM 2 1.6B has none of these): " + ", ".join(problems)
+        )
+    return ModelConfig(
+        vocab_size=config["vocab_size"],
+        hidden_size=config["hidden_size"],
+        num_layers=config["num_hidden_layers"],
+        num_heads=config["num_attention_heads"],
+        intermediate_size=config["intermediate_size"],
+        max_position_embeddings=config.get("max_position_embeddings", 4096),
+        rope_theta=rope.get("rope_theta", 10000.0),
+        partial_rotary_factor=rope.get("partial_rotary_factor", 0.25),
+        layer_norm_eps=config.get("layer_norm_eps", 1e-5),
+        use_qkv_bias=config.get("use_qkv_bias", False),
+        init_std=config.get("initializer_range", 0.02),
+    )
+
+
+def save_hf(
+    state_dict: dict[str, torch.Tensor], cfg: ModelConfig, folder: Path, dtype: torch.dtype = torch.bfloat16
+) -> None:
+    """Write `state_dict` as a Hugging Face folder, atomically: built in `<folder>.tmp`, then renamed."""
+    folder = Path(folder)
+    check_state_dict(state_dict, cfg)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tensors = {name: t.detach().to("cpu", dtype).contiguous() for name, t in state_dict.items()}
+    save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
+    write_json(tmp / "config.json", hf_config(cfg, dtype=dtype))
+    eot = tokenizer.EOT_ID
+    write_json(tmp / "generation_config.json", {"bos_token_id": eot, "eos_token_id": eot})
+    export_hf(tokenizer.load(), tmp)
+    replace_folder(tmp, folder)
+
+
+def load_hf(folder: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """The config and state dict of a Hugging Face StableLM folder, single-file or sharded safetensors."""
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise HFFormatError(f"{folder}: no config.json")
+    cfg = model_config_from_hf(json.loads(config_path.read_text(encoding="utf-8")))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    elif (folder / "model.safetensors").is_file():
+        shards = ["model.safetensors"]
+    else:
+        raise HFFormatError(f"{folder}: neither model.safetensors nor model.safetensors.index.json")
+    state_dict: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        state_dict.update(load_file(folder / shard))
+    state_dict = {k: v for k, v in state_dict.items() if not k.endswith(IGNORED_SUFFIXES)}
+    check_state_dict(state_dict, cfg, source=str(folder))
+    return cfg, state_dict
+
+
+def check_state_dict(
+    state_dict: dict[str, torch.Tensor], cfg: ModelConfig, source: str = "state dict"
+) -> None:
+    """Raise HFFormatError unless `state_dict` has exactly the parameter names and shapes of StableLM(cfg)."""
+    with torch.device("meta"):
+        expected = {name: tuple(p.shape) for name, p in StableLM(cfg).state_dict().items()}
+    missing = sorted(expected.keys() - state_dict.keys())
+    unexpected = sorted(state_dict.keys() - expected.keys())
+    wrong = [
+        f"{name} {tuple(state_dict[name].shape)} (expected {shape})"
+        for name, shape in expected.items()
+        if name in state_dict and tuple(state_dict[name].shape) != shape
+    ]
+    if missing or unexpected or wrong:
+        parts = [
+            f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+            for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if items
+        ]
+        raise HFFormatError(f"{source} does not match the model config; " + "; ".join(parts))
+
+
+def write_json(path: Path, content: dict) -> None:
+    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def replace_folder(tmp: Path, folder: Path) -> None:
+    """fsync every file of `tmp`, then put it in place of `folder` (the old one is removed after)."""
+    for path in tmp.iterdir():
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    dir_fd = os.open(folder.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    shutil.rmtree(old, ignore_errors=True)

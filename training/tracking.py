@@ -1,0 +1,111 @@
+"""MLflow tracking for a training run, from rank 0 only.
+
+One MLflow run per training run: its id is saved in every checkpoint and a resume reopens it. The
+store is `MLFLOW_TRACKING_URI` when set, else a local sqlite database under ./mlruns (MLflow 3
+refuses a bare ./mlruns file store unless told otherwise); `make mlflow-ui` opens it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus
+
+__all__ = ["Tracker", "default_tracking_uri", "flatten", "git_commit"]
+
+LOCAL_STORE = Path("mlruns")
+
+
+def default_tracking_uri() -> str:
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
+    LOCAL_STORE.mkdir(exist_ok=True)
+    return f"sqlite:///{(LOCAL_STORE / 'mlflow.db').resolve()}"
+
+
+def git_commit() -> str:
+    """HEAD of the repository this code runs from, with `-dirty` for uncommitted changes."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config values as dotted keys, e.g. {"optim.lr": "0.001"}."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
+
+
+class Tracker:
+    """An open MLflow run: metrics by step, artifacts, and its end status."""
+
+    def __init__(self, client: MlflowClient, run_id: str, uri: str):
+        self.client, self.run_id, self.uri = client, run_id, uri
+
+    @classmethod
+    def open(
+        cls,
+        experiment: str,
+        run_name: str | None,
+        run_id: str | None,
+        params: Mapping[str, str],
+        tags: Mapping[str, str],
+    ) -> Tracker:
+        """Reopen run `run_id` (a resume) or create a run logging `params` and `tags`."""
+        uri = default_tracking_uri()
+        client = MlflowClient(uri)
+        if run_id is not None:
+            client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            tracker = cls(client, run_id, uri)
+        else:
+            found = client.get_experiment_by_name(experiment)
+            if found is not None:
+                experiment_id = found.experiment_id
+            else:
+                experiment_id = client.create_experiment(experiment, artifact_location=_artifact_root(uri))
+            run = client.create_run(experiment_id, run_name=run_name)
+            tracker = cls(client, run.info.run_id, uri)
+            items = [Param(k, v) for k, v in params.items()]
+            for start in range(0, len(items), 100):  # MLflow's limit per batch
+                client.log_batch(tracker.run_id, params=items[start : start + 100])
+        for key, value in tags.items():
+            client.set_tag(tracker.run_id, key, value)
+        return tracker
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def finish(self, status: str) -> None:
+        """End the run as FINISHED, FAILED or KILLED (preempted; a resume reopens it)."""
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts of a local sqlite store sit beside the database; servers choose their own."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None

@@ -1,0 +1,283 @@
+"""The training loop: a DeepSpeed engine (ZeRO-1, bf16 with fp32 master weights) over the shard loader.
+
+Each optimizer step runs `grad_accum` micro-batches; the learning rate comes from `lr_at`, the loss
+is an fp32 cross-entropy, and DeepSpeed skips any step whose gradients are not finite (we count
+those and abort after `max_nonfinite_in_row`). Rank 0 logs to MLflow. SIGTERM makes every rank
+finish the step, save a checkpoint and return.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+import tokenizer
+from pipeline.shards import ShardSet, manifest_hash
+from training import checkpoint
+from training.config import TrainConfig
+from training.data import ShardLoader, open_shards, open_valid_shards
+from training.engine import build_engine, device, init_distributed, lm_loss, memory_metrics, peak_flops
+from training.hf import load_hf
+from training.model import StableLM, flops_per_token
+from training.schedule import lr_at
+from training.tracking import Tracker, flatten, git_commit
+
+__all__ = ["NonFiniteLossError", "Result", "StepRecord", "Trainer"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many optimizer steps in a row had non-finite gradients."""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    step: int  # optimizer steps done after this one
+    loss: float  # mean over the step's micro-batches and ranks
+    lr: float
+    grad_norm: float
+    applied: bool  # False: DeepSpeed skipped the update (non-finite gradients)
+
+
+@dataclass
+class Result:
+    status: str  # "finished" or "preempted"
+    step: int
+    history: list[StepRecord] = field(default_factory=list)
+    evals: dict[int, float] = field(default_factory=dict)  # step -> validation loss
+    run_id: str | None = None
+
+
+class Trainer:
+    """Everything a run needs, checked and built before the first step; `fit()` trains."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        init_distributed()
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.device = device()
+        # The data first: a bad shard folder fails here, before a model is built.
+        vocab, verify = cfg.model.vocab_size, cfg.data.verify_checksums
+        self.train_shards = open_shards(cfg.data.shards, cfg.data.seq_len, vocab, verify)
+        self.valid_shards = open_valid_shards(self.train_shards, vocab, verify)
+        self.loader = self._loader(self.train_shards, shuffle=True)
+        if self.valid_shards is not None:  # fails now if the split cannot fill one micro-step
+            self._loader(self.valid_shards, shuffle=False)
+        else:
+            self._print(f"{cfg.data.shards}: the manifest names no validation split; no validation")
+
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        with self.device:  # initialised where it trains: minutes faster for 1.6B on a GPU
+            self.model = StableLM(cfg.model)
+        self.model.activation_checkpointing = cfg.activation_checkpointing
+        resuming = checkpoint.latest_tag(cfg.checkpoint.dir) is not None
+        if cfg.checkpoint.init_from_hf is not None and not resuming:
+            self._load_hf_weights(cfg.checkpoint.init_from_hf)
+        self.engine, self.optimizer = build_engine(self.model, cfg)
+
+        self.step, self.skipped_steps, self.nonfinite_in_row = 0, 0, 0
+        run_id = None
+        state = checkpoint.load(self.engine, cfg.checkpoint.dir)
+        if state is not None:
+            self.step, self.skipped_steps = state["step"], state["skipped_steps"]
+            self.loader.load_state_dict(state["loader"])
+            run_id = state["mlflow_run_id"]
+        self.eot_id = tokenizer.EOT_ID if cfg.data.document_masking else None
+        samples_per_step = cfg.batch.micro_batch * cfg.batch.grad_accum * self.world_size
+        self.tokens_per_step = samples_per_step * cfg.data.train_len
+        self.flops_per_token = flops_per_token(cfg.model, cfg.data.train_len)
+        self.peak_flops = peak_flops(self.device, cfg.log.peak_flops)
+        self.tracker = self._open_tracker(run_id) if self.rank == 0 else None
+        self._stop_requested = False
+
+    def _loader(self, shards: ShardSet, shuffle: bool) -> ShardLoader:
+        mb, data = self.cfg.batch.micro_batch, self.cfg.data
+        return ShardLoader(shards, mb, data.seed, self.rank, self.world_size, shuffle, data.window)
+
+    def _load_hf_weights(self, folder: Path) -> None:
+        hf_cfg, state_dict = load_hf(folder)
+        shape = {"exclude": {"attention", "init_std"}}
+        if hf_cfg.model_dump(**shape) != self.cfg.model.model_dump(**shape):
+            raise ValueError(f"{folder}: its model config {hf_cfg} differs from the run's {self.cfg.model}")
+        self.model.load_state_dict({k: v.float() for k, v in state_dict.items()})
+
+    def _open_tracker(self, run_id: str | None) -> Tracker:
+        cfg = self.cfg
+        tags = {
+            "git_commit": git_commit(),
+            "data_manifest_sha256": manifest_hash(self.train_shards.folder),
+            "tokenizer_fingerprint": self.train_shards.manifest.tokenizer.fingerprint,
+            "world_size": str(self.world_size),
+            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+        }
+        config = cfg.model_dump(mode="json")
+        tracker = Tracker.open(cfg.log.experiment, cfg.log.run_name, run_id, flatten(config), tags)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "config.json"
+            path.write_text(json.dumps(config, indent=2) + "\n")
+            # A resume keeps the first config and adds the one it ran with beside it.
+            tracker.log_artifact(path, None if run_id is None else f"resumed/step_{self.step}")
+        if run_id is None:
+            tracker.log_artifact(self.train_shards.folder / "manifest.json")
+        return tracker
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def fit(self) -> Result:
+        result = Result(status="finished", step=self.step, run_id=self.tracker and self.tracker.run_id)
+        previous_handler = signal.signal(signal.SIGTERM, self._request_stop)
+        try:
+            self._loop(result)
+        except BaseException:
+            if self.tracker:
+                self.tracker.finish("FAILED")
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous_handler)
+        if self.tracker:
+            self.tracker.finish("KILLED" if result.status == "preempted" else "FINISHED")
+        return result
+
+    def _loop(self, result: Result) -> None:
+        cfg = self.cfg
+        window: list[StepRecord] = []
+        window_seconds = 0.0  # training steps only: evaluations and saves do not count for tokens/s
+        saved_step = self.step
+        while self.step < cfg.schedule.total_steps:
+            start = time.perf_counter()
+            record, stop = self._train_step()
+            window_seconds += time.perf_counter() - start
+            result.history.append(record)
+            window.append(record)
+            if not record.applied:
+                self._note_nonfinite(saved_step)
+            else:
+                self.nonfinite_in_row = 0
+            if self.step % cfg.log.interval == 0:
+                self._log(window, window_seconds)
+                window, window_seconds = [], 0.0
+            if self.step % cfg.eval.interval == 0:
+                result.evals[self.step] = self._evaluate()
+            # Never save while a run of non-finite steps is going on: the last save stays the good one.
+            if (self.step % cfg.checkpoint.interval == 0 or stop) and self.nonfinite_in_row == 0:
+                self._save()
+                saved_step = self.step
+            if stop:
+                result.status, result.step = "preempted", self.step
+                self._print(f"SIGTERM: stopping at step {self.step}; checkpoint of step {saved_step} kept")
+                return
+        if self.step not in result.evals:
+            result.evals[self.step] = self._evaluate()
+        if saved_step != self.step:
+            self._save()
+        result.step = self.step
+
+    def _train_step(self) -> tuple[StepRecord, bool]:
+        """One optimizer step; also agrees over all ranks whether any of them got SIGTERM."""
+        lr = lr_at(self.step, self.cfg.optim, self.cfg.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
+        for _ in range(self.cfg.batch.grad_accum):
+            loss = self._loss(self.loader.next_batch().to(self.device))
+            self.engine.backward(loss)
+            self.engine.step()
+            loss_sum += loss.detach()
+        stop = torch.tensor(float(self._stop_requested), device=self.device)
+        stats = torch.stack([loss_sum / self.cfg.batch.grad_accum, stop])
+        dist.all_reduce(stats)
+        loss_total, stops = stats.tolist()
+        self.step += 1
+        grad_norm = self.engine.get_global_grad_norm()
+        applied = self.engine.was_step_applied()
+        norm = float(grad_norm) if grad_norm is not None else math.nan
+        return StepRecord(self.step, loss_total / self.world_size, lr, norm, applied), stops > 0
+
+    def _loss(self, batch: torch.Tensor) -> torch.Tensor:
+        return lm_loss(self.engine, batch, self.eot_id)
+
+    def _note_nonfinite(self, saved_step: int) -> None:
+        self.skipped_steps += 1
+        self.nonfinite_in_row += 1
+        in_row = self.nonfinite_in_row
+        self._print(f"step {self.step}: non-finite gradients, update skipped ({in_row} in a row)")
+        if self.nonfinite_in_row >= self.cfg.max_nonfinite_in_row:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_in_row} steps in a row with non-finite gradients (up to step {self.step}); "
+                f"the last good checkpoint is step {saved_step} in {self.cfg.checkpoint.dir}"
+            )
+
+    @torch.no_grad()
+    def _evaluate(self) -> float:
+        """Mean token loss over the first `eval.batches` micro-batches of each rank's validation rows."""
+        if self.valid_shards is None:
+            return math.nan
+        loader = self._loader(self.valid_shards, shuffle=False)
+        batches = min(self.cfg.eval.batches, loader.samples // loader.samples_per_micro_step)
+        total = torch.zeros((), device=self.device, dtype=torch.float32)
+        for _ in range(batches):
+            total += self._loss(loader.next_batch().to(self.device))
+        dist.all_reduce(total)
+        val_loss = total.item() / (batches * self.world_size)
+        metrics = {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 80.0))}
+        self._print(f"step {self.step} | val_loss {val_loss:.4f} | val_ppl {metrics['val_perplexity']:.2f}")
+        if self.tracker:
+            self.tracker.log_metrics(metrics, self.step)
+        return val_loss
+
+    def _log(self, window: list[StepRecord], seconds: float) -> None:
+        finite = [r for r in window if r.applied]
+        tokens_per_s = len(window) * self.tokens_per_step / seconds
+        last = window[-1]
+        metrics = {
+            "loss": sum(r.loss for r in finite) / len(finite) if finite else math.nan,
+            "lr": last.lr,
+            "grad_norm": last.grad_norm,
+            "tokens_per_s": tokens_per_s,
+            "tokens_per_s_per_device": tokens_per_s / self.world_size,
+            "skipped_steps": self.skipped_steps,
+            **memory_metrics(self.device),
+        }
+        if self.peak_flops:
+            metrics["mfu"] = self.flops_per_token * metrics["tokens_per_s_per_device"] / self.peak_flops
+        self._print(
+            f"step {self.step}/{self.cfg.schedule.total_steps} | loss {metrics['loss']:.4f}"
+            f" | lr {last.lr:.2e} | grad_norm {last.grad_norm:.3f} | {tokens_per_s:,.0f} tok/s"
+            + (f" | mfu {metrics['mfu']:.1%}" if "mfu" in metrics else "")
+        )
+        if self.tracker:
+            # NaN is not a value MLflow stores; an all-skipped window simply has no loss point.
+            self.tracker.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, self.step)
+
+    def _save(self) -> None:
+        state = {
+            "step": self.step,
+            "skipped_steps": self.skipped_steps,
+            "loader": self.loader.state_dict(),
+            "mlflow_run_id": self.tracker.run_id if self.tracker else None,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+        if self.world_size > 1:  # only rank 0 knows the run id; its state is what DeepSpeed saves
+            holder = [state["mlflow_run_id"]]
+            dist.broadcast_object_list(holder, src=0)
+            state["mlflow_run_id"] = holder[0]
+        checkpoint.save(self.engine, self.cfg.checkpoint.dir, self.step, state, self.cfg.checkpoint.keep_last)
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        self._stop_requested = True
+
+    def _print(self, message: str) -> None:
+        if self.rank == 0:
+            print(message, flush=True)
