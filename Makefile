@@ -30,6 +30,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/tokenizer.py
+	$(BIN)/python bench/filters.py
+	$(BIN)/python bench/pack.py
+	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/serve.py
 
 data: $(STAMP)
 	$(BIN)/python -m pipeline run $(DATA_CONFIG)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["Config", "ConfigError", "load", "fingerprint", "CONFIG_DIR"]
+__all__ = ["Config", "ConfigError", "load", "fingerprint", "mlflow_tracking_uri", "flatten", "CONFIG_DIR"]
 
 CONFIG_DIR = Path(__file__).resolve().parent
 
@@ -62,6 +63,27 @@ def fingerprint(config: BaseModel) -> str:
     """sha256 of the config's canonical JSON: equal configs hash equal, whatever the YAML layout."""
     canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config values as dotted keys, as MLflow params: {"optim.lr": "0.001"}."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
+
+
+def mlflow_tracking_uri() -> str:
+    """The MLflow store that every stage logs to: $MLFLOW_TRACKING_URI, else a local sqlite file
+    (MLflow 3 refuses the plain `mlruns/` file store)."""
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        return uri
+    store = Path("mlruns")
+    store.mkdir(exist_ok=True)
+    return f"sqlite:///{(store / 'mlflow.db').resolve()}"
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -17,6 +17,20 @@ from pipeline.storage import write_json  # noqa: E402
 
 FILTER_STEPS = ("read", "exclude", "langid", "gopher_repetition", "gopher_quality", "c4", "code")
 
+# The columns of the report, in pipeline order.
+STAGES = (
+    "read",
+    "exclude",
+    "langid",
+    "gopher_repetition",
+    "gopher_quality",
+    "c4",
+    "code",
+    "dedup",
+    "train",
+    "mixed",
+)
+
 
 def collect(
     cfg: DataConfig, plan: dict, filtered: dict, split: dict, mixed: dict, rates: dict, target: dict
@@ -76,18 +90,7 @@ def write_report(cfg: DataConfig, plan, filtered, split, mixed, rates, target) -
 
 def _markdown(stats: dict[str, Any]) -> str:
     lines = ["# Data pipeline report", "", "## Documents (tokens) per source after each stage", ""]
-    stages = [
-        "read",
-        "exclude",
-        "langid",
-        "gopher_repetition",
-        "gopher_quality",
-        "c4",
-        "code",
-        "dedup",
-        "train",
-        "mixed",
-    ]
+    stages = STAGES
     lines += ["| source | " + " | ".join(stages) + " |", "|---" * (len(stages) + 1) + "|"]
     for name, s in stats["sources"].items():
         cells = [
@@ -127,18 +130,7 @@ def _markdown(stats: dict[str, Any]) -> str:
 
 
 def _chart(stats: dict[str, Any], path: Path) -> None:
-    stages = [
-        "read",
-        "exclude",
-        "langid",
-        "gopher_repetition",
-        "gopher_quality",
-        "c4",
-        "code",
-        "dedup",
-        "train",
-        "mixed",
-    ]
+    stages = STAGES
     fig, axes = plt.subplots(1, 2, figsize=(14, 5))
     for ax, unit in zip(axes, ("docs", "tokens"), strict=True):
         for name, s in stats["sources"].items():

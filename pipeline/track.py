@@ -7,36 +7,15 @@ that made those shards through the `manifest_hash` tag.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from configs import flatten, mlflow_tracking_uri
 from pipeline.shards import MANIFEST, Manifest
 
 EXPERIMENT = "data"
-LOCAL_STORE = Path("mlruns")
-
-
-def tracking_uri() -> str:
-    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
-        return uri
-    LOCAL_STORE.mkdir(exist_ok=True)
-    return f"sqlite:///{(LOCAL_STORE / 'mlflow.db').resolve()}"
-
-
-def flat_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config values as dotted keys, e.g. {"pack.seq_len": "4096"}."""
-    flat: dict[str, str] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(flat_params(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = str(value)
-    return flat
 
 
 def data_metrics(manifest: Manifest, valid: Manifest | None) -> dict[str, float]:
@@ -68,14 +47,14 @@ def log_data_run(
     skipped: bool,
 ) -> tuple[str, str]:
     """Log one run in experiment `data`; returns (tracking URI, run id)."""
-    uri = tracking_uri()
+    uri = mlflow_tracking_uri()
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(EXPERIMENT)
     experiment_id = (
         found.experiment_id if found else client.create_experiment(EXPERIMENT, _artifact_root(uri))
     )
     run_id = client.create_run(experiment_id, run_name=f"data-{manifest_hash[:12]}").info.run_id
-    params = [Param(k, v) for k, v in flat_params(manifest.data_config).items()]
+    params = [Param(k, v) for k, v in flatten(manifest.data_config).items()]
     metrics = [Metric(k, float(v), 0, 0) for k, v in data_metrics(manifest, valid).items()]
     for start in range(0, max(len(params), len(metrics)), 100):  # MLflow's limit per batch
         client.log_batch(run_id, params=params[start : start + 100], metrics=metrics[start : start + 100])

@@ -7,26 +7,17 @@ refuses a bare ./mlruns file store unless told otherwise); `make mlflow-ui` open
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
 
-__all__ = ["Tracker", "default_tracking_uri", "flatten", "git_commit"]
+from configs import mlflow_tracking_uri
 
-LOCAL_STORE = Path("mlruns")
-
-
-def default_tracking_uri() -> str:
-    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
-        return uri
-    LOCAL_STORE.mkdir(exist_ok=True)
-    return f"sqlite:///{(LOCAL_STORE / 'mlflow.db').resolve()}"
+__all__ = ["Tracker", "git_commit"]
 
 
 def git_commit() -> str:
@@ -42,17 +33,6 @@ def git_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config values as dotted keys, e.g. {"optim.lr": "0.001"}."""
-    flat: dict[str, str] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = str(value)
-    return flat
 
 
 class Tracker:
@@ -71,7 +51,7 @@ class Tracker:
         tags: Mapping[str, str],
     ) -> Tracker:
         """Reopen run `run_id` (a resume) or create a run logging `params` and `tags`."""
-        uri = default_tracking_uri()
+        uri = mlflow_tracking_uri()
         client = MlflowClient(uri)
         if run_id is not None:
             client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
