@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import Headers
@@ -92,17 +92,17 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> F
         return {"prompt": engine.enc.decode(req.tokens)}
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest) -> Response:
+    async def completions(req: CompletionRequest, http: Request) -> Response:
         if not engine.ready:
             raise APIError(
                 503, engine.error or "the model is still loading", type="server_error", code="not_ready"
             )
         _check_model(req.model, model_name)
-        request = Completion(engine, req, model_name, tok)
-        request.submit()
+        completion = Completion(engine, req, model_name, tok)
+        completion.submit()
         if req.stream:
-            return StreamingResponse(request.stream(), media_type="text/event-stream")
-        return JSONResponse(await request.collect())
+            return StreamingResponse(completion.stream(), media_type="text/event-stream")
+        return await _collect_while_connected(completion, http)
 
     return app
 
@@ -327,6 +327,29 @@ class Completion:
             "model": self.model_name,
             "choices": choices,
         }
+
+
+async def _collect_while_connected(completion: Completion, http: Request) -> Response:
+    """The completion as JSON, unless the client hangs up first: then its sequences are cancelled, so
+    their batch slots free up now instead of after `max_tokens` tokens that nobody will read."""
+    work = asyncio.ensure_future(completion.collect())
+    hangup = asyncio.ensure_future(_hangup(http))
+    try:
+        done, _ = await asyncio.wait((work, hangup), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hangup.cancel()
+        work.cancel()  # a no-op once it is done; otherwise collect's `finally` cancels the sequences
+    if work in done:
+        return JSONResponse(work.result())
+    # Nobody reads this; 499 (nginx's "client closed request") keeps such requests apart in /metrics.
+    return Response(status_code=499)
+
+
+async def _hangup(http: Request) -> None:
+    """Return when the client disconnects. The body is already read, so the server's next message is
+    the disconnect (or the end of our response, which comes after this is cancelled)."""
+    while (await http.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _deliver(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, index: int, out: Output) -> None:

@@ -382,6 +382,33 @@ def test_client_disconnecting_mid_stream_frees_its_slot(server):
         time.sleep(0.1)
 
 
+def test_client_disconnecting_before_a_plain_response_frees_its_slot(server):
+    def cancelled() -> float:
+        return _metrics(server).get(("serving_sequences_finished_total", (("reason", "cancelled"),)), 0)
+
+    before = cancelled()
+    body = {"model": NAME, "prompt": "hi", "max_tokens": CONTEXT - 10}
+    # The client gives up long before ~2000 tokens can be generated, which closes its connection.
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{server}/v1/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=httpx.Timeout(60, read=0.5),
+        )
+    deadline = time.monotonic() + 30
+    while cancelled() == before:
+        assert time.monotonic() < deadline, "the abandoned sequence was not cancelled"
+        time.sleep(0.1)
+    while _metrics(server)[("serving_running_sequences", ())] != 0:
+        assert time.monotonic() < deadline, "the abandoned sequence still holds a slot"
+        time.sleep(0.1)
+    requests = ("serving_requests_total", (("route", "/v1/completions"), ("status", "499")))
+    while _metrics(server).get(requests, 0) == 0:
+        assert time.monotonic() < deadline, "the abandoned request was not counted as 499"
+        time.sleep(0.1)
+
+
 def _wait_for_health(client: TestClient, status: str) -> dict:
     deadline = time.monotonic() + 60
     while (body := client.get("/health").json())["status"] != status:
