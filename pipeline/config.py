@@ -109,6 +109,9 @@ class DedupConfig(Config):
     seed: int = 1
     # Signature rows per bucket partition: bounds the memory of one bucket task.
     rows_per_bucket_partition: int = Field(4_000_000, gt=0)
+    # Duplicate edges per connected-components partition: bounds the memory of one components task
+    # (it holds up to twice as many node pairs, 16 bytes each).
+    edges_per_component_partition: int = Field(2_000_000, gt=0)
 
 
 class PackConfig(Config):

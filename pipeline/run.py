@@ -21,7 +21,7 @@ import ray
 
 from configs import ConfigError
 from pipeline.config import DataConfig
-from pipeline.dedup import bucket_partition, components, signature_partition
+from pipeline.dedup import bucket_partition, component_partitions, components, signature_partition
 from pipeline.mix import mix_partition, mixing_rates, split_partition, targets
 from pipeline.read_filter import filter_partition
 from pipeline.report import write_report
@@ -165,12 +165,10 @@ def run(cfg: DataConfig) -> Path:
         lambda t: bucket_partition(t, wd),
         lambda t: (work / "dedup" / "edges" / f"b{t['bucket']:05d}.parquet").exists(),
     )
-    run_stage(
-        "components",
-        [{"edges": buckets}],
-        lambda t: components(t, wd),
-        lambda t: (work / "dedup" / "dropped.parquet").exists(),
-    )
+    if (work / "dedup" / "dropped.parquet").exists():
+        print("[components] done before", flush=True)
+    else:
+        components({"partitions": component_partitions(wd, dedup_cfg)}, wd, run_stage)
     run_stage(
         "split",
         parts,
