@@ -12,7 +12,7 @@ MODEL_FILE = "resources/lid.176.ftz"
 
 
 class LangIdModelMissing(RuntimeError):
-    pass
+    """The lid.176 model file is not where the pinned package ships it."""
 
 
 @functools.cache
