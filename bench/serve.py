@@ -10,8 +10,6 @@ tokens; the script checks that and prints both rates and their ratio.
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +24,7 @@ from transformers import StableLmForCausalLM  # noqa: E402
 
 import tokenizer  # noqa: E402
 from serving.model import ModelError, check_export  # noqa: E402
-from serving.tiny import make_tiny_export  # noqa: E402
+from serving.tiny import make_tiny_export, running_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EXPORT = ROOT / "runs" / "tiny" / "export"
@@ -42,35 +40,6 @@ PROMPTS = [
     for subject in SUBJECTS
     for ending in (".", ":", " in one paragraph.")
 ][: CLIENTS * REQUESTS_PER_CLIENT]
-
-
-def start_server(export: Path, config: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "serving",
-        "--model",
-        str(export),
-        "--port",
-        str(port),
-        "--config",
-        str(config),
-    ]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not become healthy")
 
 
 async def run_clients(url: str) -> tuple[dict[str, tuple[str, int]], float]:
@@ -124,14 +93,10 @@ def main() -> None:
         enc = tokenizer.load()
         # Both sides load the export in its own dtype, as from_pretrained does by default.
         model = StableLmForCausalLM.from_pretrained(export).eval()
-        proc, url = start_server(export, config)
-        try:
+        with running_server(export, config) as url:
             # Alternate the two sides and keep each one's best round, so that load from other processes
             # on the machine does not favour either.
             rounds = [(asyncio.run(run_clients(url)), run_generate(model, enc)) for _ in range(ROUNDS)]
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
     served, served_s = min((r[0] for r in rounds), key=lambda run: run[1])
     generated, generate_s = min((r[1] for r in rounds), key=lambda run: run[1])
 

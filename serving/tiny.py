@@ -1,9 +1,19 @@
-"""A tiny random StableLM 2 export (the real architecture, small sizes) for tests and bench/serve.py."""
+"""For tests and bench/serve.py: a tiny random StableLM 2 export (the real architecture, small sizes)
+and the real server started on it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
+import httpx
 import torch
 from transformers import StableLmConfig, StableLmForCausalLM
 
@@ -42,3 +52,53 @@ def make_tiny_export(folder: str | Path, seed: int = 0, max_position_embeddings:
     model.save_pretrained(folder)
     export_hf(enc, folder)
     return folder
+
+
+@contextlib.contextmanager
+def running_server(
+    export: Path,
+    config: Path,
+    *,
+    env: dict[str, str] | None = None,
+    log: IO | None = None,
+    timeout: float = 180,
+) -> Iterator[str]:
+    """`python -m serving` on a free loopback port; yields its URL once /health answers 200, and stops
+    it on exit. `log` (a file opened for reading and writing) receives its output, quoted on failure."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "serving", "--model", str(export), "--port", str(port)]
+    out = log if log is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [*command, "--config", str(config)],
+        env=env or os.environ.copy(),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while not _healthy(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                what = "exited" if proc.poll() is not None else f"not healthy after {timeout:.0f} s"
+                raise RuntimeError(f"the server {what}: {_tail(log)}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _tail(log: IO | None) -> str:
+    if log is None:
+        return "(no log)"
+    log.seek(0)
+    return log.read()[-3000:]

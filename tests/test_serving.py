@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,7 +26,7 @@ from serving.engine import Engine
 from serving.metrics import Metrics
 from serving.model import ModelError, check_export, resolve
 from serving.text import TextStream, token_str
-from serving.tiny import make_tiny_export
+from serving.tiny import make_tiny_export, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "test-key"
@@ -59,58 +56,14 @@ def enc() -> tokenizer.Arcade100k:
     return tokenizer.load()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(export: Path, tmp_path_factory: pytest.TempPathFactory):
     config = tmp_path_factory.mktemp("config") / "serve.yaml"
     config.write_text(f"served_model_name: {NAME}\nmax_batch_size: 32\ndevice: cpu\n")
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("log") / "server.log").open("w+")
     env = {k: v for k, v in os.environ.items() if k != "SERVING_API_KEY"} | {"SERVING_API_KEY": KEY}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serving",
-            "--model",
-            str(export),
-            "--port",
-            str(port),
-            "--config",
-            str(config),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"server exited: {_tail(log)}"
-            assert time.monotonic() < deadline, f"server not healthy in time: {_tail(log)}"
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
-
-
-def _tail(log) -> str:
-    log.seek(0)
-    return log.read()[-3000:]
+    with (tmp_path_factory.mktemp("log") / "server.log").open("w+") as log:
+        with running_server(export, config, env=env, log=log, timeout=120) as url:
+            yield url
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +101,18 @@ def _metrics(url: str) -> dict[tuple[str, tuple], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def _wait_until_freed(server: str, cancelled, before: float) -> float:
+    """Poll /metrics until an abandoned sequence is cancelled and no sequence runs; the deadline used."""
+    deadline = time.monotonic() + 30
+    while cancelled() == before:
+        assert time.monotonic() < deadline, "the abandoned sequence was not cancelled"
+        time.sleep(0.1)
+    while _metrics(server)[("serving_running_sequences", ())] != 0:
+        assert time.monotonic() < deadline, "the abandoned sequence still holds a slot"
+        time.sleep(0.1)
+    return deadline
 
 
 def test_greedy_equals_transformers_generate(client, reference, enc):
@@ -373,13 +338,7 @@ def test_client_disconnecting_mid_stream_frees_its_slot(server):
         lines = r.iter_lines()
         assert next(lines).startswith("data: ")
     # Leaving the block closed the connection after one event; ~2000 tokens were still to come.
-    deadline = time.monotonic() + 30
-    while cancelled() == before:
-        assert time.monotonic() < deadline, "the abandoned sequence was not cancelled"
-        time.sleep(0.1)
-    while _metrics(server)[("serving_running_sequences", ())] != 0:
-        assert time.monotonic() < deadline, "the abandoned sequence still holds a slot"
-        time.sleep(0.1)
+    _wait_until_freed(server, cancelled, before)
 
 
 def test_client_disconnecting_before_a_plain_response_frees_its_slot(server):
@@ -396,13 +355,7 @@ def test_client_disconnecting_before_a_plain_response_frees_its_slot(server):
             headers={"Authorization": f"Bearer {KEY}"},
             timeout=httpx.Timeout(60, read=0.5),
         )
-    deadline = time.monotonic() + 30
-    while cancelled() == before:
-        assert time.monotonic() < deadline, "the abandoned sequence was not cancelled"
-        time.sleep(0.1)
-    while _metrics(server)[("serving_running_sequences", ())] != 0:
-        assert time.monotonic() < deadline, "the abandoned sequence still holds a slot"
-        time.sleep(0.1)
+    deadline = _wait_until_freed(server, cancelled, before)
     requests = ("serving_requests_total", (("route", "/v1/completions"), ("status", "499")))
     while _metrics(server).get(requests, 0) == 0:
         assert time.monotonic() < deadline, "the abandoned request was not counted as 499"
