@@ -1,8 +1,10 @@
 """Time a training step (forward, backward, AdamW) of our StableLM vs transformers' StableLmForCausalLM.
 
 Both models get the same config, the same weights (ours loads transformers' state dict), the same batch,
-dtype, loss and optimizer settings. Steps alternate between the two models (and which goes first) so that
-load from other processes hits both alike; medians of wall and process CPU time are reported.
+dtype and optimizer (fused AdamW, the default of transformers' Trainer), and each computes the
+next-token loss its own way: ours with `targets=` (fused with the output projection), transformers
+with `labels=` (logits, then cross-entropy). Steps alternate between the two models (and which goes
+first) so that load from other processes hits both alike; medians of wall and process CPU time are reported.
 
     python bench/train_step.py
 """
@@ -21,7 +23,6 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from transformers import StableLmConfig, StableLmForCausalLM  # noqa: E402
 
 from training.hf import hf_config  # noqa: E402
@@ -41,10 +42,15 @@ def transformers_model(cfg: ModelConfig) -> StableLmForCausalLM:
 
 
 def make_step(
-    logits_of: Callable[[torch.Tensor], torch.Tensor], model: torch.nn.Module, batch: torch.Tensor, dtype: str
+    loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    model: torch.nn.Module,
+    batch: torch.Tensor,
+    dtype: str,
 ) -> Callable[[], float]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
-    inputs, targets = batch[:, :-1], batch[:, 1:]
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, fused=True
+    )
+    inputs, targets = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
 
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
@@ -52,8 +58,7 @@ def make_step(
             torch.autocast("cpu", torch.bfloat16) if dtype == "bf16-autocast" else contextlib.nullcontext()
         )
         with autocast:
-            logits = logits_of(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+            loss = loss_of(inputs, targets)
         loss.backward()
         optimizer.step()
         return loss.item()
@@ -76,9 +81,13 @@ def bench_case(cfg: ModelConfig, batch_size: int, seq_len: int, dtype: str) -> d
     ours.load_state_dict(theirs.state_dict())
     batch = torch.randint(0, cfg.vocab_size, (batch_size, seq_len + 1))
     steps = {
-        "ours": make_step(ours, ours, batch, dtype),
+        "ours": make_step(lambda x, y: ours(x, targets=y), ours, batch, dtype),
+        # shift_labels: the targets are already shifted, so both models score the same T tokens.
         "transformers": make_step(
-            lambda x: theirs(input_ids=x, use_cache=False).logits, theirs, batch, dtype
+            lambda x, y: theirs(input_ids=x, labels=y, shift_labels=y, use_cache=False).loss,
+            theirs,
+            batch,
+            dtype,
         ),
     }
     # The first step warms both up and checks that they compute the same loss.

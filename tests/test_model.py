@@ -120,14 +120,36 @@ def test_activation_checkpointing_gives_identical_gradients():
     def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
         model.zero_grad(set_to_none=True)
         model.activation_checkpointing = checkpointing
-        logits = model(ids[:, :-1], eot_id=EOT)
-        F.cross_entropy(logits.flatten(0, 1), ids[0, 1:]).backward()
+        model(ids[:, :-1], targets=ids[:, 1:], eot_id=EOT).backward()
         return {name: p.grad.clone() for name, p in model.named_parameters()}
 
     plain, checkpointed = gradients(False), gradients(True)
     assert plain.keys() == checkpointed.keys()
     for name, grad in plain.items():
         torch.testing.assert_close(checkpointed[name], grad, rtol=0, atol=1e-6, msg=name)
+
+
+def test_loss_from_targets_equals_cross_entropy_of_the_logits():
+    model = randomize(StableLM(SMALL), seed=12)
+    ids = torch.stack(
+        [tokens(30, seed=13), torch.cat([tokens(9, seed=14), torch.tensor([EOT]), tokens(20, seed=15)])]
+    )
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+
+    def loss_and_gradients(loss_of) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        loss = loss_of()
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    fused = loss_and_gradients(lambda: model(inputs, targets=targets, eot_id=EOT))
+    plain = loss_and_gradients(
+        lambda: F.cross_entropy(model(inputs, eot_id=EOT).flatten(0, 1), targets.flatten())
+    )
+    assert fused[0] > 1.0
+    torch.testing.assert_close(fused[0], plain[0], rtol=1e-5, atol=0)
+    for name, grad in plain[1].items():
+        torch.testing.assert_close(fused[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_initialization():

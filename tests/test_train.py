@@ -99,13 +99,14 @@ def mlflow_store(tmp_path_factory):
 
 
 def at_step(trainer: Trainer, steps: set[int], action) -> None:
-    """Run `action()` in the forward pass of each training micro-batch of the given (1-based) steps."""
+    """Run `action(output)` on the final norm's output (what the loss reads) in each training micro-batch
+    of the given (1-based) steps."""
 
     def hook(module, inputs, output):
         if torch.is_grad_enabled() and trainer.step + 1 in steps:
             return action(output)
 
-    trainer.model.lm_head.register_forward_hook(hook)
+    trainer.model.model.norm.register_forward_hook(hook)
 
 
 # -- the loader ------------------------------------------------------------------------------------
@@ -235,9 +236,9 @@ def test_nonfinite_steps_are_skipped_then_abort_keeping_the_last_good_checkpoint
     weights = {}
 
     def snapshot(module, inputs, output):
-        weights.setdefault(trainer.step, module.weight.detach().clone())
+        weights.setdefault(trainer.step, trainer.model.lm_head.weight.detach().clone())
 
-    trainer.model.lm_head.register_forward_hook(snapshot)
+    trainer.model.model.norm.register_forward_hook(snapshot)
     with pytest.raises(NonFiniteLossError, match="2 steps in a row.*last good checkpoint is step 4"):
         trainer.fit()
     assert trainer.skipped_steps == 3

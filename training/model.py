@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import configs
+from training.loss import linear_cross_entropy
 
 try:  # flash-attn exists only on CUDA machines that installed the `gpu` extra
     from flash_attn import flash_attn_func, flash_attn_varlen_func
@@ -234,8 +235,19 @@ class StableLM(nn.Module):
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, input_ids: torch.Tensor, eot_id: int | None = None) -> torch.Tensor:
-        """Logits [B, T, vocab_size] for input_ids [B, T]; documents are masked apart when eot_id is given."""
+    def forward(
+        self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, eot_id: int | None = None
+    ) -> torch.Tensor:
+        """Logits [B, T, vocab_size] for input_ids [B, T]; with targets [B, T], the mean next-token loss
+        (fp32) instead, computed without materializing the logits. Documents are masked apart when
+        eot_id is given."""
+        x = self.model.norm(self.hidden_states(input_ids, eot_id))
+        if targets is None:
+            return self.lm_head(x)
+        return linear_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten())
+
+    def hidden_states(self, input_ids: torch.Tensor, eot_id: int | None) -> torch.Tensor:
+        """The last block's output [B, T, hidden_size], before the final norm."""
         B, T = input_ids.shape
         if T > self.cfg.max_position_embeddings:
             raise ValueError(
@@ -255,7 +267,7 @@ class StableLM(nn.Module):
                 x = checkpoint(block, x, cos, sin, layout, use_reentrant=False)
             else:
                 x = block(x, cos, sin, layout)
-        return self.lm_head(self.model.norm(x))
+        return x
 
     def _use_flash(self, x: torch.Tensor) -> bool:
         half = x.dtype in FLASH_DTYPES or (
