@@ -1,8 +1,10 @@
-"""Two data-parallel processes on one CPU (torchrun, gloo) train exactly like one process."""
+"""Two data-parallel processes on one CPU (torchrun, gloo) train exactly like one process, and a
+checkpoint they saved resumes exactly in one process."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +13,7 @@ import yaml
 from mlflow import MlflowClient
 from test_train import micro_config, write_shards
 
+from training import checkpoint
 from training.model import flops_per_token
 from training.trainer import Trainer
 
@@ -18,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_and_log_one_run(tmp_path, monkeypatch):
+def test_two_processes_match_one_log_one_run_and_resume_in_one(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     shards = write_shards(tmp_path / "shards", rows=32, valid_rows=4)
@@ -49,3 +52,16 @@ def test_two_processes_match_one_and_log_one_run(tmp_path, monkeypatch):
 
     one = Trainer(micro_config(tmp_path / "one", shards, batch={"micro_batch": 2}, **common)).fit()
     assert two_losses == pytest.approx([r.loss for r in one.history], rel=1e-5)
+
+    # The two-process checkpoint of step 2, resumed by one process (ZeRO state resharded through
+    # DeepSpeed's universal format), trains steps 3 and 4 exactly like the one-process run.
+    resumed = micro_config(tmp_path / "resumed", shards, batch={"micro_batch": 2}, **common)
+    shutil.copytree(two.checkpoint.dir, resumed.checkpoint.dir)
+    shutil.rmtree(resumed.checkpoint.dir / "step_00000004")
+    (resumed.checkpoint.dir / "latest").write_text("step_00000002")  # as if preempted after step 2
+    assert checkpoint.needs_reshard(resumed.checkpoint.dir, world_size=1)
+    rest = Trainer(resumed).fit()
+    assert [r.step for r in rest.history] == [3, 4]
+    assert [r.loss for r in rest.history] == pytest.approx([r.loss for r in one.history[2:]], rel=1e-5)
+    assert not checkpoint.needs_reshard(resumed.checkpoint.dir, world_size=1)
+    assert not (resumed.checkpoint.dir / checkpoint.UNIVERSAL).exists()

@@ -4,6 +4,11 @@ A checkpoint is `<dir>/step_00001000/` written by `engine.save_checkpoint`, with
 state as client state (step, loader position, MLflow run id, resolved config), one `rng-rank<r>.pt`
 per rank and `config.json` (the resolved TrainConfig, readable without DeepSpeed). DeepSpeed writes
 `<dir>/latest` last, so an interrupted save leaves `latest` on the previous, complete checkpoint.
+
+ZeRO partitions the optimizer state by data-parallel rank, so DeepSpeed loads a checkpoint only at the
+world size that saved it. A resume on another number of ranks first converts the checkpoint to
+DeepSpeed's universal format (one folder per parameter, `<dir>/universal/<tag>`), which any world
+size loads; the conversion is removed once loaded.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import os
 import random
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +32,7 @@ __all__ = [
     "latest_tag",
     "load",
     "model_state_dict",
+    "needs_reshard",
     "prune",
     "read_config",
     "resolve",
@@ -36,7 +44,9 @@ CLIENT_KEY = "trainer"
 CONFIG_FILE = "config.json"
 LATEST = "latest"
 MODEL_STATES = "mp_rank_00_model_states.pt"  # DeepSpeed's name with no model parallelism
+OPTIMIZER_STATES = "*zero_pp_rank_*_mp_rank_00_optim_states.pt"  # one per data-parallel rank
 TAG = re.compile(r"step_(\d{8})")
+UNIVERSAL = "universal"
 
 
 class CheckpointError(ValueError):
@@ -69,18 +79,68 @@ def save(engine: Any, root: Path, step: int, state: dict[str, Any], keep_last: i
     return folder
 
 
-def load(engine: Any, root: Path) -> dict[str, Any] | None:
-    """Restore the latest checkpoint under `root` into `engine`; the trainer's state, or None if none."""
+def needs_reshard(root: Path, world_size: int) -> bool:
+    """Whether the latest checkpoint under `root` was saved by another number of data-parallel ranks;
+    its engine must then be built to load universal checkpoints (see `load`)."""
     tag = latest_tag(root)
+    return tag is not None and saved_world_size(root, tag) != world_size
+
+
+def saved_world_size(root: Path, tag: str) -> int:
+    return len(list((Path(root) / tag).glob(OPTIMIZER_STATES)))
+
+
+def load(engine: Any, root: Path) -> dict[str, Any] | None:
+    """Restore the latest checkpoint under `root` into `engine`; the trainer's state, or None if none.
+
+    An engine built with `load_universal` (because `needs_reshard`) gets the checkpoint converted to
+    the universal format first.
+    """
+    root, tag = Path(root), latest_tag(root)
     if tag is None:
         return None
-    path, client_state = engine.load_checkpoint(str(root), tag=tag)
+    reshard = engine.load_universal_checkpoint()
+    source = _convert_to_universal(root, tag) if reshard else root
+    path, client_state = engine.load_checkpoint(str(source), tag=tag)
     if path is None:
         raise CheckpointError(f"{root}/{tag}: DeepSpeed could not load this checkpoint")
-    rng = Path(root) / tag / f"rng-rank{dist.get_rank()}.pt"
+    if reshard:
+        dist.barrier()
+        if dist.get_rank() == 0:
+            shutil.rmtree(source)
+    rng = root / tag / f"rng-rank{dist.get_rank()}.pt"
     if rng.is_file():  # absent when the resume adds ranks: those start from the seed
         _set_rng_state(torch.load(rng, weights_only=False))
     return client_state[CLIENT_KEY]
+
+
+def _convert_to_universal(root: Path, tag: str) -> Path:
+    """Rank 0 converts `root/tag` with DeepSpeed's ds_to_universal into `root/universal/tag`; every
+    rank returns that root once it is complete."""
+    out = root / UNIVERSAL
+    if dist.get_rank() == 0 and not (out / tag).is_dir():
+        saved = saved_world_size(root, tag)
+        print(
+            f"{root / tag} was saved by {saved} data-parallel ranks, this run has {dist.get_world_size()}: "
+            f"converting it to DeepSpeed's universal checkpoint in {out / tag}",
+            flush=True,
+        )
+        tmp = out / f".{tag}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        workers = str(max(1, min(4, os.cpu_count() or 1)))
+        convert = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal"]
+        # inject_missing_state: our checkpoints carry no Megatron-style universal_checkpoint_info,
+        # which plain data parallelism does not need.
+        args = ["--input_folder", str(root / tag), "--output_folder", str(tmp), "--inject_missing_state"]
+        args += ["--num_extract_workers", workers, "--num_merge_workers", workers]
+        proc = subprocess.run([*convert, *args], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CheckpointError(
+                f"converting {root / tag} to a universal checkpoint failed:\n{proc.stderr[-3000:]}"
+            )
+        os.replace(tmp, out / tag)
+    dist.barrier()
+    return out
 
 
 def prune(root: Path, keep_last: int) -> None:

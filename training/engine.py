@@ -43,7 +43,7 @@ PEAK_FLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
-def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
+def deepspeed_config(cfg: TrainConfig, world_size: int, load_universal: bool = False) -> dict[str, Any]:
     return {
         "train_micro_batch_size_per_gpu": cfg.batch.micro_batch,
         "gradient_accumulation_steps": cfg.batch.grad_accum,
@@ -56,6 +56,8 @@ def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
         "data_types": {"grad_accum_dtype": "fp32"},
         "communication_data_type": "fp32",
         "steps_per_print": 2**62,
+        # A checkpoint from another world size is loaded in DeepSpeed's universal format.
+        "checkpoint": {"load_universal": load_universal},
     }
 
 
@@ -91,8 +93,9 @@ def device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device())
 
 
-def build_engine(model: StableLM, cfg: TrainConfig) -> tuple[Any, Any]:
-    """(engine, optimizer): `model` under DeepSpeed with AdamW at the schedule's first lr."""
+def build_engine(model: StableLM, cfg: TrainConfig, load_universal: bool = False) -> tuple[Any, Any]:
+    """(engine, optimizer): `model` under DeepSpeed with AdamW at the schedule's first lr; with
+    `load_universal`, for loading a checkpoint saved at another world size (`checkpoint.load`)."""
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.optim.weight_decay),
         lr=lr_at(0, cfg.optim, cfg.schedule),
@@ -101,7 +104,7 @@ def build_engine(model: StableLM, cfg: TrainConfig) -> tuple[Any, Any]:
         fused=True,  # one kernel per step on CUDA and on CPU (7x faster there than foreach)
     )
     engine, optimizer, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, config=deepspeed_config(cfg, dist.get_world_size())
+        model=model, optimizer=optimizer, config=deepspeed_config(cfg, dist.get_world_size(), load_universal)
     )
     return engine, optimizer
 

@@ -86,7 +86,8 @@ class Trainer:
         resuming = checkpoint.latest_tag(cfg.checkpoint.dir) is not None
         if cfg.checkpoint.init_from_hf is not None and not resuming:
             self._load_hf_weights(cfg.checkpoint.init_from_hf)
-        self.engine, self.optimizer = build_engine(self.model, cfg)
+        reshard = checkpoint.needs_reshard(cfg.checkpoint.dir, self.world_size)
+        self.engine, self.optimizer = build_engine(self.model, cfg, load_universal=reshard)
 
         self.step, self.skipped_steps, self.nonfinite_in_row = 0, 0, 0
         run_id = None
