@@ -3,7 +3,8 @@
 # micro-batch 2 x grad-accum 2, activation checkpointing, ZeRO-1, bf16 with fp32 master weights)
 # for 30 timed steps after 5 warm-up steps, on synthetic packed rows with document masking. Prints
 # tokens/s/GPU, MFU (PaLM FLOPs, 989 TFLOP/s peak for H100 SXM and H200) and peak memory, with
-# PyTorch SDPA and, when flash-attn is installed, with flash-attn's varlen kernel.
+# PyTorch SDPA and, when flash-attn is installed, with flash-attn's varlen kernel, each with
+# activation checkpointing on (as configured) and off.
 #
 #   bench/gpu.sh                 # on the GPU machine
 #   DRY_RUN=1 bench/gpu.sh       # anywhere: the same code on the tiny config for 2 steps (CPU if no GPU)

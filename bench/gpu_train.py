@@ -5,8 +5,10 @@
 The steps are the trainer's (same DeepSpeed engine, optimizer groups and fp32 loss, from
 training.engine) on synthetic packed rows: random tokens cut into documents by <|endoftext|> at
 random places (mean length 1,000 tokens), so document masking runs as in training. It runs PyTorch
-SDPA, then flash-attn when it is installed and usable, and prints the flash / SDPA ratio. bench/gpu.sh
-is the prepared wrapper for an H100/H200.
+SDPA, then flash-attn when it is installed and usable, each with the config's activation
+checkpointing and, when that is on, without it (recomputation costs a third more compute that MFU does
+not count; the fused loss leaves room for the activations on an 80 GB card). A variant that runs out
+of memory is reported as such. bench/gpu.sh is the prepared wrapper for an H100/H200.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def synthetic_rows(cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor
 def run(cfg: TrainConfig, steps: int, warmup: int) -> dict[str, float]:
     """Train `warmup + steps` steps; throughput and memory over the last `steps`."""
     dev = device()
+    torch.manual_seed(cfg.seed)  # the same initial weights for every variant
     model = StableLM(cfg.model)
     model.activation_checkpointing = cfg.activation_checkpointing
     engine, optimizer = build_engine(model, cfg)
@@ -66,6 +69,10 @@ def run(cfg: TrainConfig, steps: int, warmup: int) -> dict[str, float]:
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return result
+
+
+def on_off(flag: bool) -> str:
+    return "on" if flag else "off"
 
 
 def flash_usable() -> bool:
@@ -97,19 +104,33 @@ def main() -> None:
     kernels = ["sdpa", "flash"] if flash_usable() else ["sdpa"]
     results = {}
     for kernel in kernels:
-        raw = cfg.model_dump(mode="json")
-        raw["model"]["attention"] = kernel
-        r = results[kernel] = run(TrainConfig.model_validate(raw), args.steps, args.warmup)
-        mfu = f"{r['mfu']:.1%}" if "mfu" in r else "n/a (no peak FLOP/s for this device)"
-        print(
-            f"{kernel:>5}: {r['tokens_per_s']:,.0f} tokens/s/device | MFU {mfu} | peak memory "
-            f"{r['memory_gib']:.1f} GiB | loss {r['first_loss']:.3f} -> {r['last_loss']:.3f}",
-            flush=True,
-        )
-    if "flash" in results:
-        ratio = results["flash"]["tokens_per_s"] / results["sdpa"]["tokens_per_s"]
-        print(f"flash-attn / SDPA throughput: {ratio:.2f}x")
-    else:
+        for checkpointing in dict.fromkeys([cfg.activation_checkpointing, False]):
+            raw = cfg.model_dump(mode="json")
+            raw["model"]["attention"] = kernel
+            raw["activation_checkpointing"] = checkpointing
+            label = f"{kernel}, checkpointing {on_off(checkpointing)}"
+            try:
+                r = run(TrainConfig.model_validate(raw), args.steps, args.warmup)
+            except torch.OutOfMemoryError:
+                r = None
+            if r is None:  # outside the except block, whose traceback still holds the model
+                gc.collect()
+                torch.cuda.empty_cache()
+                print(f"{label:>26}: out of memory", flush=True)
+                continue
+            results[kernel, checkpointing] = r
+            mfu = f"{r['mfu']:.1%}" if "mfu" in r else "n/a (no peak FLOP/s for this device)"
+            print(
+                f"{label:>26}: {r['tokens_per_s']:,.0f} tokens/s/device | MFU {mfu} | peak memory "
+                f"{r['memory_gib']:.1f} GiB | loss {r['first_loss']:.3f} -> {r['last_loss']:.3f}",
+                flush=True,
+            )
+    for checkpointing in dict.fromkeys([cfg.activation_checkpointing, False]):
+        flash, sdpa = results.get(("flash", checkpointing)), results.get(("sdpa", checkpointing))
+        if flash and sdpa:
+            ratio = flash["tokens_per_s"] / sdpa["tokens_per_s"]
+            print(f"flash-attn / SDPA throughput, checkpointing {on_off(checkpointing)}: {ratio:.2f}x")
+    if "flash" not in kernels:
         print("flash-attn: not installed or no GPU; SDPA only")
 
 
