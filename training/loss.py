@@ -29,15 +29,18 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         raise ValueError(
             f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)}: want [N, C] and [N]"
         )
-    return _LinearCrossEntropy.apply(hidden, weight, targets)
+    # Grad mode is off inside Function.forward, and needs_input_grad ignores it: decide here.
+    return _LinearCrossEntropy.apply(hidden, weight, targets, torch.is_grad_enabled())
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, grad_enabled: bool
+    ) -> torch.Tensor:
         device = hidden.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
-        need_hidden, need_weight = ctx.needs_input_grad[:2]
+        need_hidden, need_weight = (grad_enabled and need for need in ctx.needs_input_grad[:2])
         with torch.autocast(device, enabled=False):
             h, w = hidden.to(dtype), weight.to(dtype)
             n = h.shape[0]
@@ -74,7 +77,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return loss / n
 
     @staticmethod
-    def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+    def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         # The saved gradients are scaled in place (no second weight-sized buffer), so they serve once.
         if ctx.spent:
             raise RuntimeError("linear_cross_entropy supports one backward pass per call (no retain_graph)")
@@ -85,4 +88,4 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_h = grad_h.to(hidden_dtype).mul_(grad_loss)
         if grad_w is not None:
             grad_w = grad_w.to(weight_dtype).mul_(grad_loss)
-        return grad_h, grad_w, None
+        return grad_h, grad_w, None, None
