@@ -250,6 +250,16 @@ def test_nonfinite_steps_are_skipped_then_abort_keeping_the_last_good_checkpoint
     assert torch.equal(saved, trainer.model.lm_head.weight.detach())
 
 
+def test_a_resume_with_another_global_batch_says_so(tmp_path, shards, capsys):
+    Trainer(micro_config(tmp_path, shards, schedule={"warmup_steps": 1, "total_steps": 2})).fit()
+    capsys.readouterr()
+    more = micro_config(
+        tmp_path, shards, schedule={"warmup_steps": 1, "total_steps": 3}, batch={"grad_accum": 1}
+    )
+    assert Trainer(more).fit().step == 3
+    assert "global batch changes from 4 to 2 samples per step" in capsys.readouterr().out
+
+
 def test_export_loads_in_transformers_with_our_logits_and_imports_back(tmp_path, shards):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

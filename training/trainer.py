@@ -92,12 +92,18 @@ class Trainer:
         self.step, self.skipped_steps, self.nonfinite_in_row = 0, 0, 0
         run_id = None
         state = checkpoint.load(self.engine, cfg.checkpoint.dir)
+        samples_per_step = cfg.batch.micro_batch * cfg.batch.grad_accum * self.world_size
         if state is not None:
             self.step, self.skipped_steps = state["step"], state["skipped_steps"]
             self.loader.load_state_dict(state["loader"])
             run_id = state["mlflow_run_id"]
+            if state.get("samples_per_step", samples_per_step) != samples_per_step:
+                self._print(
+                    f"note: the global batch changes from {state['samples_per_step']} to {samples_per_step} "
+                    f"samples per step (micro_batch x grad_accum x {self.world_size} ranks)"
+                )
+        self.samples_per_step = samples_per_step
         self.eot_id = tokenizer.EOT_ID if cfg.data.document_masking else None
-        samples_per_step = cfg.batch.micro_batch * cfg.batch.grad_accum * self.world_size
         self.tokens_per_step = samples_per_step * cfg.data.train_len
         self.flops_per_token = flops_per_token(cfg.model, cfg.data.train_len)
         self.peak_flops = peak_flops(self.device, cfg.log.peak_flops)
@@ -268,6 +274,7 @@ class Trainer:
             "step": self.step,
             "skipped_steps": self.skipped_steps,
             "loader": self.loader.state_dict(),
+            "samples_per_step": self.samples_per_step,
             "mlflow_run_id": self.tracker.run_id if self.tracker else None,
             "config": self.cfg.model_dump(mode="json"),
         }
