@@ -102,9 +102,10 @@ def main() -> None:
         flush=True,
     )
     kernels = ["sdpa", "flash"] if flash_usable() else ["sdpa"]
+    variants = dict.fromkeys([cfg.activation_checkpointing, False])  # checkpointing as configured, then off
     results = {}
     for kernel in kernels:
-        for checkpointing in dict.fromkeys([cfg.activation_checkpointing, False]):
+        for checkpointing in variants:
             raw = cfg.model_dump(mode="json")
             raw["model"]["attention"] = kernel
             raw["activation_checkpointing"] = checkpointing
@@ -125,7 +126,7 @@ def main() -> None:
                 f"{r['memory_gib']:.1f} GiB | loss {r['first_loss']:.3f} -> {r['last_loss']:.3f}",
                 flush=True,
             )
-    for checkpointing in dict.fromkeys([cfg.activation_checkpointing, False]):
+    for checkpointing in variants:
         flash, sdpa = results.get(("flash", checkpointing)), results.get(("sdpa", checkpointing))
         if flash and sdpa:
             ratio = flash["tokens_per_s"] / sdpa["tokens_per_s"]

@@ -83,10 +83,10 @@ def needs_reshard(root: Path, world_size: int) -> bool:
     """Whether the latest checkpoint under `root` was saved by another number of data-parallel ranks;
     its engine must then be built to load universal checkpoints (see `load`)."""
     tag = latest_tag(root)
-    return tag is not None and saved_world_size(root, tag) != world_size
+    return tag is not None and _saved_world_size(root, tag) != world_size
 
 
-def saved_world_size(root: Path, tag: str) -> int:
+def _saved_world_size(root: Path, tag: str) -> int:
     return len(list((Path(root) / tag).glob(OPTIMIZER_STATES)))
 
 
@@ -119,7 +119,7 @@ def _convert_to_universal(root: Path, tag: str) -> Path:
     rank returns that root once it is complete."""
     out = root / UNIVERSAL
     if dist.get_rank() == 0 and not (out / tag).is_dir():
-        saved = saved_world_size(root, tag)
+        saved = _saved_world_size(root, tag)
         print(
             f"{root / tag} was saved by {saved} data-parallel ranks, this run has {dist.get_world_size()}: "
             f"converting it to DeepSpeed's universal checkpoint in {out / tag}",
