@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import configs  # noqa: E402
+from common import config as configs  # noqa: E402
 from pipeline.config import C4Config, DataConfig, GopherQualityConfig, GopherRepetitionConfig  # noqa: E402
 from pipeline.filters import C4QualityFilter, Doc, GopherQualityFilter, GopherRepetitionFilter  # noqa: E402
 from pipeline.sources import Record, expand_paths, read_file  # noqa: E402

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from training.config import TrainConfig, load, parse_overrides
+from common.config import add_overrides_argument, parse_overrides
+from training.config import TrainConfig, load
 from training.engine import build_engine, device, init_distributed, lm_loss, memory_metrics, peak_flops
 from training.model import StableLM, flops_per_token
 
@@ -88,7 +89,7 @@ def main() -> None:
     parser.add_argument("config", type=Path)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides_argument(parser)
     args = parser.parse_args()
     cfg = load(args.config, parse_overrides(args.set))
     init_distributed()

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import configs  # noqa: E402
+from common import config as configs  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.schedule import lr_at  # noqa: E402
 

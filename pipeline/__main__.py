@@ -12,17 +12,14 @@ import argparse
 import json
 import sys
 
-import yaml
-
-import configs
+from common.config import ConfigError, add_overrides_argument, load, parse_overrides
 from pipeline.config import DataConfig
 
 DEFAULT_CONFIG = "configs/data/sample.yaml"
 
 
 def _load(path: str, overrides: list[str]) -> DataConfig:
-    pairs = dict(item.split("=", 1) for item in overrides)
-    return configs.load(path, DataConfig, {k: yaml.safe_load(v) for k, v in pairs.items()})
+    return load(path, DataConfig, parse_overrides(overrides))
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -69,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="read, filter, deduplicate, split and mix the sources of CONFIG")
     p.add_argument("config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted config override")
+    add_overrides_argument(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser(
         "explain", help="run one source's filter chain on DOCS.jsonl, one JSON line per document"
@@ -77,11 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("--source", required=True)
     p.add_argument("docs")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted config override")
+    add_overrides_argument(p)
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser("pack", help="tokenize and pack the mixed documents of CONFIG into shards")
     p.add_argument("config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted config override")
+    add_overrides_argument(p)
     p.set_defaults(func=cmd_pack)
     p = sub.add_parser("inspect", help="print a shard folder's manifest and a few decoded rows")
     p.add_argument("dir")
@@ -90,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except configs.ConfigError as e:
+    except ConfigError as e:
         sys.exit(f"error: {e}")
 
 

@@ -1,4 +1,4 @@
-"""Typed config of the data pipeline (`configs/data/*.yaml`), loaded with `configs.load(path, DataConfig)`.
+"""Typed config of the data pipeline (`configs/data/*.yaml`), loaded by `common.config.load`.
 
 Filter defaults are the published thresholds (Gopher Table A1, C4, StarCoder); a source enables a
 filter by naming its section, so `{}` means "this filter with its defaults".
@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from configs import Config
+from common.config import Config
 
 
 class LangIdConfig(Config):

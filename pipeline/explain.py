@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from typing import IO
 
-from configs import ConfigError
+from common.config import ConfigError
 from pipeline.config import DataConfig
 from pipeline.filters import Doc, build_chain, run_chain
 

@@ -34,8 +34,8 @@ import pyarrow.parquet as pq
 import ray
 from ray.data.context import ShuffleStrategy
 
-import configs
 import tokenizer
+from common.config import fingerprint
 from pipeline.config import DataConfig
 from pipeline.shards import (
     MANIFEST,
@@ -311,7 +311,7 @@ def plan_split(src: Path, cfg: DataConfig, partial_row: str) -> tuple[list[Path]
     _check_schema(files)
     n_windows = max(1, math.ceil(_count_docs(files) / cfg.pack.shuffle_window))
     state = {
-        "data_config_hash": configs.fingerprint(cfg),
+        "data_config_hash": fingerprint(cfg),
         "tokenizer": tokenizer.load().fingerprint,
         "inputs": _inputs_fingerprint(files, src),
         "partial_row": partial_row,

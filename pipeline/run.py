@@ -19,7 +19,7 @@ from typing import Any
 
 import ray
 
-from configs import ConfigError
+from common.config import ConfigError
 from pipeline.config import DataConfig
 from pipeline.dedup import bucket_partition, component_partitions, components, signature_partition
 from pipeline.mix import mix_partition, mixing_rates, split_partition, targets

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
-
-from configs import flatten, mlflow_tracking_uri
+from common.config import flatten
+from common.tracking import Tracker, git_commit
 from pipeline.shards import MANIFEST, Manifest
 
 EXPERIMENT = "data"
@@ -47,38 +45,22 @@ def log_data_run(
     skipped: bool,
 ) -> tuple[str, str]:
     """Log one run in experiment `data`; returns (tracking URI, run id)."""
-    uri = mlflow_tracking_uri()
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = (
-        found.experiment_id if found else client.create_experiment(EXPERIMENT, _artifact_root(uri))
-    )
-    run_id = client.create_run(experiment_id, run_name=f"data-{manifest_hash[:12]}").info.run_id
-    params = [Param(k, v) for k, v in flatten(manifest.data_config).items()]
-    metrics = [Metric(k, float(v), 0, 0) for k, v in data_metrics(manifest, valid).items()]
-    for start in range(0, max(len(params), len(metrics)), 100):  # MLflow's limit per batch
-        client.log_batch(run_id, params=params[start : start + 100], metrics=metrics[start : start + 100])
     tags = {
         "manifest_hash": manifest_hash,
         "data_config_hash": manifest.data_config_hash,
         "tokenizer": manifest.tokenizer.fingerprint,
         "shards": str(out_dir.resolve()),
         "skipped": str(skipped).lower(),
+        "git_commit": git_commit(),
     }
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
-    client.log_artifact(run_id, str(out_dir / MANIFEST))
+    params = flatten(manifest.data_config)
+    tracker = Tracker.open(EXPERIMENT, f"data-{manifest_hash[:12]}", params=params, tags=tags)
+    tracker.log_metrics(data_metrics(manifest, valid), step=0)
+    tracker.log_artifact(out_dir / MANIFEST)
     if valid is not None:
-        client.log_artifact(run_id, str(out_dir / manifest.valid / MANIFEST), artifact_path="valid")
+        tracker.log_artifact(out_dir / manifest.valid / MANIFEST, artifact_path="valid")
     for path in artifacts:
         if path.is_file():
-            client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id)
-    return uri, run_id
-
-
-def _artifact_root(uri: str) -> str | None:
-    # Artifacts of a local sqlite store sit beside the database, as training's do.
-    if uri.startswith("sqlite:///"):
-        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
-    return None
+            tracker.log_artifact(path)
+    tracker.finish()
+    return tracker.uri, tracker.run_id

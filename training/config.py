@@ -4,27 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import Field, model_validator
 
-import configs
+from common.config import Config
+from common.config import load as load_config
 from training.model import ModelConfig
 
 __all__ = [
     "BatchConfig",
     "CheckpointConfig",
-    "DataConfig",
+    "ShardsConfig",
     "EvalConfig",
     "LogConfig",
     "OptimConfig",
     "ScheduleConfig",
     "TrainConfig",
     "load",
-    "parse_overrides",
 ]
 
 
-class DataConfig(configs.Config):
+class ShardsConfig(Config):
+    """The `data:` section: which shard folder feeds the run, and how rows become samples."""
+
     shards: Path = Path("data/shards/sample")
     # Tokens per packed row (+1 for the last target); must equal the shards' manifest.
     seq_len: int = Field(4096, gt=0)
@@ -43,13 +44,13 @@ class DataConfig(configs.Config):
         return self.window or self.seq_len
 
     @model_validator(mode="after")
-    def _window_divides_rows(self) -> DataConfig:
+    def _window_divides_rows(self) -> ShardsConfig:
         if self.window is not None and self.seq_len % self.window:
             raise ValueError(f"window {self.window} does not divide seq_len {self.seq_len}")
         return self
 
 
-class OptimConfig(configs.Config):
+class OptimConfig(Config):
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
@@ -64,7 +65,7 @@ class OptimConfig(configs.Config):
         return self
 
 
-class ScheduleConfig(configs.Config):
+class ScheduleConfig(Config):
     """Linear warmup, cosine decay that hands over to an inverse square root, optional linear cooldown."""
 
     warmup_steps: int = Field(ge=0)
@@ -85,12 +86,12 @@ class ScheduleConfig(configs.Config):
         return self
 
 
-class BatchConfig(configs.Config):
+class BatchConfig(Config):
     micro_batch: int = Field(2, gt=0)
     grad_accum: int = Field(1, gt=0)
 
 
-class CheckpointConfig(configs.Config):
+class CheckpointConfig(Config):
     dir: Path = Path("runs/tiny/checkpoints")
     interval: int = Field(100, gt=0)
     keep_last: int = Field(3, gt=0)
@@ -99,23 +100,23 @@ class CheckpointConfig(configs.Config):
     init_from_hf: Path | None = None
 
 
-class EvalConfig(configs.Config):
+class EvalConfig(Config):
     interval: int = Field(100, gt=0)
     # Micro-batches per data-parallel rank and evaluation.
     batches: int = Field(8, gt=0)
 
 
-class LogConfig(configs.Config):
+class LogConfig(Config):
     interval: int = Field(10, gt=0)
     experiment: str = "stablelm2"
     run_name: str | None = None
-    # Peak FLOP/s of one device for MFU; None means the table in training.tracking (no MFU on CPU).
+    # Peak FLOP/s of one device for MFU; None means the table in training.engine (no MFU on CPU).
     peak_flops: float | None = None
 
 
-class TrainConfig(configs.Config):
+class TrainConfig(Config):
     model: ModelConfig = ModelConfig()
-    data: DataConfig = DataConfig()
+    data: ShardsConfig = ShardsConfig()
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig
     batch: BatchConfig = BatchConfig()
@@ -140,15 +141,4 @@ class TrainConfig(configs.Config):
 
 
 def load(path: str | Path, overrides: dict[str, object] | None = None) -> TrainConfig:
-    return configs.load(path, TrainConfig, overrides)
-
-
-def parse_overrides(items: list[str]) -> dict[str, object]:
-    """`--set key=value` arguments as dotted overrides; values are read as YAML (numbers, lists...)."""
-    overrides: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise configs.ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key] = yaml.safe_load(value)
-    return overrides
+    return load_config(path, TrainConfig, overrides)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-import configs
+from common.config import Config
 from training.loss import linear_cross_entropy
 
 try:  # flash-attn exists only on CUDA machines that installed the `gpu` extra
@@ -33,7 +33,7 @@ __all__ = ["ModelConfig", "StableLM", "flops_per_token"]
 FLASH_DTYPES = (torch.float16, torch.bfloat16)
 
 
-class ModelConfig(configs.Config):
+class ModelConfig(Config):
     """Shape of the model; the defaults are the released Stable LM 2 1.6B."""
 
     vocab_size: int = 100352

@@ -23,7 +23,8 @@ import torch
 import torch.distributed as dist
 
 import tokenizer
-from configs import flatten
+from common.config import flatten
+from common.tracking import Tracker, git_commit
 from pipeline.shards import ShardSet, manifest_hash
 from training import checkpoint
 from training.config import TrainConfig
@@ -32,7 +33,6 @@ from training.engine import build_engine, device, init_distributed, lm_loss, mem
 from training.hf import load_hf
 from training.model import StableLM, flops_per_token
 from training.schedule import lr_at
-from training.tracking import Tracker, git_commit
 
 __all__ = ["NonFiniteLossError", "Result", "StepRecord", "Trainer"]
 

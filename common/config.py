@@ -2,23 +2,34 @@
 
 Each stage declares its own models (subclasses of `Config`) and loads a file with `load`. Unknown
 keys and wrong types are errors that name the file and the dotted key, raised before any work starts.
+Every command line takes the same `--set key=value` overrides (`add_overrides_argument`).
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
-import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["Config", "ConfigError", "load", "fingerprint", "mlflow_tracking_uri", "flatten", "CONFIG_DIR"]
+__all__ = [
+    "CONFIG_DIR",
+    "Config",
+    "ConfigError",
+    "add_overrides_argument",
+    "fingerprint",
+    "flatten",
+    "load",
+    "parse_overrides",
+]
 
-CONFIG_DIR = Path(__file__).resolve().parent
+# The YAML files of the repository (configs/ holds nothing else).
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 class ConfigError(ValueError):
@@ -37,8 +48,8 @@ C = TypeVar("C", bound=Config)
 def load(path: str | Path, model: type[C], overrides: Mapping[str, Any] | None = None) -> C:
     """Read the YAML file at `path` into `model`, after applying dotted-key `overrides`.
 
-    `overrides` maps keys such as ``"optim.lr"`` to values; a key that the model does not know is
-    reported like an unknown key in the file.
+    `overrides` maps keys such as ``"optim.lr"`` to values (see `parse_overrides`); a key that the
+    model does not know is reported like an unknown key in the file.
     """
     path = Path(path)
     try:
@@ -59,6 +70,31 @@ def load(path: str | Path, model: type[C], overrides: Mapping[str, Any] | None =
         raise ConfigError(_describe(path, e)) from None
 
 
+def add_overrides_argument(parser: argparse.ArgumentParser) -> None:
+    """The `--set KEY=VALUE` option (repeatable) that every command taking a config accepts."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted config override, the value read as YAML (e.g. --set optim.lr=3e-4)",
+    )
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """`--set key=value` arguments as dotted overrides; values are read as YAML (numbers, lists...)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {e}") from None
+    return overrides
+
+
 def fingerprint(config: BaseModel) -> str:
     """sha256 of the config's canonical JSON: equal configs hash equal, whatever the YAML layout."""
     canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -74,16 +110,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[f"{prefix}{key}"] = str(value)
     return flat
-
-
-def mlflow_tracking_uri() -> str:
-    """The MLflow store that every stage logs to: $MLFLOW_TRACKING_URI, else a local sqlite file
-    (MLflow 3 refuses the plain `mlruns/` file store)."""
-    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
-        return uri
-    store = Path("mlruns")
-    store.mkdir(exist_ok=True)
-    return f"sqlite:///{(store / 'mlflow.db').resolve()}"
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
