@@ -29,11 +29,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
-	$(BIN)/python bench/tokenizer.py
-	$(BIN)/python bench/filters.py
-	$(BIN)/python bench/pack.py
-	$(BIN)/python bench/train_step.py
-	$(BIN)/python bench/serve.py
+	$(BIN)/python -m bench.encode
+	$(BIN)/python -m bench.filters
+	$(BIN)/python -m bench.pack
+	$(BIN)/python -m bench.train_step
+	$(BIN)/python -m bench.serve
 
 data: $(STAMP)
 	$(BIN)/python -m pipeline run $(DATA_CONFIG)

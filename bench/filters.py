@@ -1,6 +1,6 @@
 """Gopher repetition + Gopher quality + C4 filters: this project's against datatrove's, same documents.
 
-    .venv/bin/python bench/filters.py
+    .venv/bin/python -m bench.filters
 
 Baseline: datatrove 0.10.1 with spaCy 3.8.18 (which it uses to split English words and sentences),
 installed into bench/.venv-datatrove on first use, never into the project's environment, and run
@@ -18,19 +18,17 @@ from __future__ import annotations
 import json
 import random
 import subprocess
-import sys
 import tempfile
 import time
 import venv
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common.config import CONFIG_DIR, load
+from pipeline.config import C4Config, DataConfig, GopherQualityConfig, GopherRepetitionConfig
+from pipeline.filters import C4QualityFilter, Doc, GopherQualityFilter, GopherRepetitionFilter
+from pipeline.sources import Record, expand_paths, read_file
 
-from common import config as configs  # noqa: E402
-from pipeline.config import C4Config, DataConfig, GopherQualityConfig, GopherRepetitionConfig  # noqa: E402
-from pipeline.filters import C4QualityFilter, Doc, GopherQualityFilter, GopherRepetitionFilter  # noqa: E402
-from pipeline.sources import Record, expand_paths, read_file  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BASELINE_ENV = ROOT / "bench" / ".venv-datatrove"
 BASELINE_PINS = ["datatrove==0.10.1", "spacy==3.8.18", "regex==2026.11.19"]
@@ -65,7 +63,7 @@ print(json.dumps({"seconds": time.process_time() - start, "decisions": decisions
 
 
 def english_documents() -> list[str]:
-    cfg = configs.load(ROOT / "configs" / "data" / "sample.yaml", DataConfig)
+    cfg = load(CONFIG_DIR / "data" / "sample.yaml", DataConfig)
     texts = []
     for source, subsets in ENGLISH.items():
         src = cfg.sources[source]

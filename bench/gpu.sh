@@ -46,4 +46,4 @@ if [[ "${DRY_RUN:-0}" != 1 ]] && ! "$PY" -c "import torch, sys; sys.exit(not tor
     exit 1
 fi
 # shellcheck disable=SC2086  # SET holds several words on purpose
-PYTHONPATH=$PWD exec "$PY" bench/gpu_train.py "$CONFIG" --steps "$STEPS" --warmup "$WARMUP" ${SET:-}
+exec "$PY" -m bench.gpu_train "$CONFIG" --steps "$STEPS" --warmup "$WARMUP" ${SET:-}

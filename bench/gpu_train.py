@@ -1,6 +1,6 @@
 """Training throughput of a config on one device: tokens/s, MFU and peak memory, per attention kernel.
 
-    python bench/gpu_train.py CONFIG [--steps 30] [--warmup 5] [--set key=value ...]
+    python -m bench.gpu_train CONFIG [--steps 30] [--warmup 5] [--set key=value ...]
 
 The steps are the trainer's (same DeepSpeed engine, optimizer groups and fp32 loss, from
 training.engine) on synthetic packed rows: random tokens cut into documents by <|endoftext|> at
@@ -23,8 +23,10 @@ import torch.distributed as dist
 
 from common.config import add_overrides_argument, parse_overrides
 from training.config import TrainConfig, load
-from training.engine import build_engine, device, init_distributed, lm_loss, memory_metrics, peak_flops
+from training.distributed import device, init_distributed
+from training.engine import build_engine, lm_loss
 from training.model import StableLM, flops_per_token
+from training.utilization import memory_metrics, peak_flops
 
 MEAN_DOC_TOKENS = 1000
 # EOT_ID, not imported: the tokenizer needs tiktoken, which the GPU machine may lack.
@@ -85,7 +87,7 @@ def flash_usable() -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu_train", description=__doc__.split("\n")[0])
     parser.add_argument("config", type=Path)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)

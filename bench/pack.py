@@ -5,7 +5,7 @@
 - the common alternative: `datasets.map` with the exported HF fast tokenizer, then the usual
   `group_texts` packing map and `save_to_disk`.
 
-    python bench/pack.py [--mb 120] [--cpus N]
+    python -m bench.pack [--mb 120] [--cpus N]
 
 Ray's cluster start is reported apart and not counted; a first pack job on 50 documents starts the
 Ray workers (as any long job would have) and is reported apart too. Every pack job still pays a fixed
@@ -22,11 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 SEQ_LEN = 4096
 
@@ -100,14 +97,15 @@ def run_hf(files: list[str], out: Path, cpus: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.pack", description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=float, default=120.0)
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
     args = parser.parse_args()
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # datasets.map runs one process per CPU instead
 
-    import corpus
     import ray
+
+    from bench import corpus
 
     docs = [d for d in corpus.documents(args.mb) if d]  # the pipeline sets empty documents aside
     print(f"{len(docs):,} documents, {corpus.megabytes(docs):.1f} MB, {args.cpus} CPUs, seq_len {SEQ_LEN}")

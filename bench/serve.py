@@ -1,7 +1,7 @@
 """Generated tokens/s of the server with 16 concurrent clients, against the same requests run one after
 another through transformers `generate` on the same export (what a user would otherwise do).
 
-    python bench/serve.py [EXPORT]   # default runs/tiny/export; a tiny random export when that is missing
+    python -m bench.serve [EXPORT]   # default runs/tiny/export; a tiny random export when that is missing
 
 Both sides decode greedily to the same max_tokens and stop at <|endoftext|>, so they generate the same
 tokens; the script checks that and prints both rates and their ratio.
@@ -15,16 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as a script, bench/ comes first on sys.path, where bench/tokenizer.py shadows the tokenizer package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import httpx
+import torch
+from transformers import StableLmForCausalLM
 
-import httpx  # noqa: E402
-import torch  # noqa: E402
-from transformers import StableLmForCausalLM  # noqa: E402
-
-import tokenizer  # noqa: E402
-from serving.model import ModelError, check_export  # noqa: E402
-from serving.tiny import make_tiny_export, running_server  # noqa: E402
+import tokenizer
+from harness.server import running_server
+from harness.tiny_export import make_tiny_export
+from serving.model_source import ModelError, check_export
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EXPORT = ROOT / "runs" / "tiny" / "export"

@@ -6,27 +6,21 @@ next-token loss its own way: ours with `targets=` (fused with the output project
 with `labels=` (logits, then cross-entropy). Steps alternate between the two models (and which goes
 first) so that load from other processes hits both alike; medians of wall and process CPU time are reported.
 
-    python bench/train_step.py
+    python -m bench.train_step
 """
 
 from __future__ import annotations
 
 import contextlib
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-# A script in bench/ runs with bench/ first on sys.path, where bench/tokenizer.py (the tokenizer
-# benchmark) would shadow the `tokenizer` package that training.hf imports.
-sys.path = [p for p in sys.path if Path(p).resolve() != Path(__file__).resolve().parent]
+import torch
+from transformers import StableLmConfig, StableLmForCausalLM
 
-import torch  # noqa: E402
-from transformers import StableLmConfig, StableLmForCausalLM  # noqa: E402
-
-from training.hf import hf_config  # noqa: E402
-from training.model import ModelConfig, StableLM  # noqa: E402
+from training.hf import hf_config
+from training.model import ModelConfig, StableLM
 
 # (name, model config, batch size, sequence length); tiny is configs/train/tiny.yaml's model and batch.
 CASES = [

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from common import config as configs  # noqa: E402
+from common.config import CONFIG_DIR, load  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.schedule import lr_at  # noqa: E402
 
@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    cfg = configs.load(configs.CONFIG_DIR / "train" / "1_6b.yaml", TrainConfig)
+    cfg = load(CONFIG_DIR / "train" / "1_6b.yaml", TrainConfig)
     # Stability cooled down linearly to zero from step 420k; the same run with cooldown_steps set.
     cooled = cfg.schedule.model_copy(update={"cooldown_steps": cfg.schedule.total_steps - 420_000})
     steps = range(0, cfg.schedule.total_steps + 1, 500)

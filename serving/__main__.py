@@ -13,11 +13,11 @@ from pathlib import Path
 import uvicorn
 
 from common.config import CONFIG_DIR, ConfigError, load
-from serving.api import create_app
+from serving.app import create_app
 from serving.config import ServeConfig
 from serving.engine import Engine
 from serving.metrics import Metrics
-from serving.model import ModelError, resolve
+from serving.model_source import ModelError, resolve
 
 API_KEY_ENV = "SERVING_API_KEY"
 

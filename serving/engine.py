@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from serving import model as model_io
+from serving import loading
 from serving.config import ServeConfig
 from serving.metrics import Metrics
+from serving.model_source import ModelError
 from serving.sampling import SamplingParams, TokenLogprob, sample, token_logprobs, valid_token_mask
 from serving.text import TextStream
 
@@ -98,13 +99,13 @@ class Engine:
         self.folder = folder
         self.config = config
         self.metrics = metrics
-        self.model_config = model_io.load_config(folder)
-        self.enc = model_io.load_tokenizer(folder)
-        self.device = model_io.pick_device(config.device)
-        self.dtype = model_io.pick_dtype(config.dtype, self.model_config)
+        self.model_config = loading.load_config(folder)
+        self.enc = loading.load_tokenizer(folder)
+        self.device = loading.pick_device(config.device)
+        self.dtype = loading.pick_dtype(config.dtype, self.model_config)
         n_positions = self.model_config.max_position_embeddings
         if config.max_model_len is not None and config.max_model_len > n_positions:
-            raise model_io.ModelError(
+            raise ModelError(
                 f"max_model_len {config.max_model_len} exceeds max_position_embeddings {n_positions}"
             )
         self.max_model_len = config.max_model_len or n_positions
@@ -159,7 +160,7 @@ class Engine:
     def _run(self) -> None:
         try:
             started = time.perf_counter()
-            self.model = model_io.load_model(self.folder, self.device, self.dtype)
+            self.model = loading.load_model(self.folder, self.device, self.dtype)
             log.info(
                 "loaded %s on %s (%s) in %.1fs",
                 self.folder,

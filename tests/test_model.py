@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, StableLmConfig, StableLmForCausalLM
 
 import tokenizer
+from common.files import is_temporary
 from training.hf import HFFormatError, hf_config, load_hf, model_config_from_hf, save_hf
 from training.model import ModelConfig, StableLM, document_layout, document_positions, flops_per_token
 
@@ -202,7 +203,7 @@ def export(tmp_path_factory, our_model):
 
 @torch.no_grad()
 def test_export_loads_in_transformers_with_equal_logits(export, our_model):
-    assert not export.with_name("hf.tmp").exists()
+    assert not any(is_temporary(p) for p in export.parent.iterdir())
     config = json.loads((export / "config.json").read_text())
     assert config["architectures"] == ["StableLmForCausalLM"]
     assert config["bos_token_id"] == config["eos_token_id"] == tokenizer.EOT_ID
@@ -230,7 +231,7 @@ def test_save_hf_replaces_an_existing_export_in_bf16(tmp_path, our_model):
     folder.mkdir()
     (folder / "stale.txt").write_text("from an older export")
     save_hf(our_model.state_dict(), SMALL, folder)
-    assert not (folder / "stale.txt").exists() and not (tmp_path / "hf.tmp").exists()
+    assert not (folder / "stale.txt").exists() and not any(is_temporary(p) for p in tmp_path.iterdir())
     _, state_dict = load_hf(folder)
     assert all(t.dtype == torch.bfloat16 for t in state_dict.values())
     weight = our_model.state_dict()["lm_head.weight"]

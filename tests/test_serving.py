@@ -20,13 +20,14 @@ from starlette.testclient import TestClient
 from transformers import AutoTokenizer, StableLmForCausalLM
 
 import tokenizer
-from serving.api import create_app
+from harness.server import running_server
+from harness.tiny_export import make_tiny_export
+from serving.app import create_app
 from serving.config import ServeConfig
 from serving.engine import Engine
 from serving.metrics import Metrics
-from serving.model import ModelError, check_export, resolve
+from serving.model_source import ModelError, check_export, resolve
 from serving.text import TextStream, token_str
-from serving.tiny import make_tiny_export, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "test-key"

@@ -7,7 +7,7 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from common import config as configs
+from common.config import CONFIG_DIR, load
 from training.config import OptimConfig, ScheduleConfig, TrainConfig
 from training.schedule import lr_at
 
@@ -56,7 +56,7 @@ def test_cooldown_goes_linearly_to_zero_from_the_scheduled_value():
 
 
 def test_stability_config_reaches_the_lr_their_cooldown_started_from():
-    cfg = configs.load(configs.CONFIG_DIR / "train" / "1_6b.yaml", TrainConfig)
+    cfg = load(CONFIG_DIR / "train" / "1_6b.yaml", TrainConfig)
     assert (cfg.optim.lr, cfg.optim.min_lr, cfg.schedule.total_steps) == (1e-3, 1e-4, 540_000)
     assert lr_at(420_000, cfg.optim, cfg.schedule) == pytest.approx(2.529e-4, rel=0.02)
 

@@ -13,7 +13,6 @@ On GPUs launch `train` with `deepspeed` or `torchrun`; on CPU, `torchrun --nproc
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from common.config import ConfigError, add_overrides_argument, parse_overrides
 from pipeline.shards import ShardError
 from training import checkpoint
 from training.config import TrainConfig, load
-from training.hf import HFFormatError, model_config_from_hf, save_hf
+from training.hf import HFFormatError, read_model_config, save_hf
 
 EXIT_BAD_INPUT = 2
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a killed process reports
@@ -58,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def with_hf_model(cfg: TrainConfig, folder: Path) -> TrainConfig:
     """`cfg` with the model shape of the HF folder (the weights decide it) and its weights as the start."""
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise HFFormatError(f"{folder}: no config.json")
-    hf_model = model_config_from_hf(json.loads(config_path.read_text(encoding="utf-8")))
+    hf_model = read_model_config(folder)
     raw = cfg.model_dump(mode="json")
     raw["model"] = {**hf_model.model_dump(mode="json"), "attention": cfg.model.attention}
     raw["checkpoint"]["init_from_hf"] = str(folder)

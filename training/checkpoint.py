@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from common.files import atomic_write, remove_temporaries, replace_folder, temporary_path, write_json
+
 __all__ = [
     "CheckpointError",
     "latest_tag",
@@ -68,9 +70,9 @@ def save(engine: Any, root: Path, step: int, state: dict[str, Any], keep_last: i
     folder = root / tag
     folder.mkdir(parents=True, exist_ok=True)
     # Written before DeepSpeed moves `latest`, so a checkpoint that `latest` names is always whole.
-    _atomic_torch_save(_rng_state(), folder / f"rng-rank{dist.get_rank()}.pt")
+    atomic_write(folder / f"rng-rank{dist.get_rank()}.pt", lambda f: torch.save(_rng_state(), f))
     if dist.get_rank() == 0:
-        _atomic_write_text(folder / CONFIG_FILE, json.dumps(state["config"], indent=2) + "\n")
+        write_json(folder / CONFIG_FILE, state["config"])
     # Under one key of our own: DeepSpeed reserves names such as `skipped_steps` for itself.
     engine.save_checkpoint(str(root), tag=tag, client_state={CLIENT_KEY: state})
     dist.barrier()
@@ -125,8 +127,8 @@ def _convert_to_universal(root: Path, tag: str) -> Path:
             f"converting it to DeepSpeed's universal checkpoint in {out / tag}",
             flush=True,
         )
-        tmp = out / f".{tag}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_temporaries(out)  # what a killed conversion left
+        tmp = temporary_path(out / tag)
         workers = str(max(1, min(4, os.cpu_count() or 1)))
         convert = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal"]
         # inject_missing_state: our checkpoints carry no Megatron-style universal_checkpoint_info,
@@ -138,7 +140,7 @@ def _convert_to_universal(root: Path, tag: str) -> Path:
             raise CheckpointError(
                 f"converting {root / tag} to a universal checkpoint failed:\n{proc.stderr[-3000:]}"
             )
-        os.replace(tmp, out / tag)
+        replace_folder(tmp, out / tag)
     dist.barrier()
     return out
 
@@ -193,21 +195,3 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

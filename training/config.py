@@ -110,7 +110,7 @@ class LogConfig(Config):
     interval: int = Field(10, gt=0)
     experiment: str = "stablelm2"
     run_name: str | None = None
-    # Peak FLOP/s of one device for MFU; None means the table in training.engine (no MFU on CPU).
+    # Peak FLOP/s of one device for MFU; None means the table in training.utilization (no MFU on CPU).
     peak_flops: float | None = None
 
 

@@ -10,7 +10,6 @@ names need no mapping: ours are Hugging Face's.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import tokenizer
+from common.files import replace_folder, temporary_path, write_json
 from tokenizer.hf import export_hf
 from training.model import ModelConfig, StableLM
 
-__all__ = ["HFFormatError", "hf_config", "model_config_from_hf", "save_hf", "load_hf"]
+__all__ = ["HFFormatError", "hf_config", "load_hf", "model_config_from_hf", "read_model_config", "save_hf"]
 
 ARCHITECTURE = "StableLmForCausalLM"
 # Older exports saved the rotary frequencies, which we recompute; nothing else may be left over.
@@ -101,31 +101,45 @@ def model_config_from_hf(config: dict[str, Any]) -> ModelConfig:
     )
 
 
+def read_model_config(folder: Path) -> ModelConfig:
+    """The ModelConfig of the Hugging Face folder `folder`, from its config.json alone (no weights read)."""
+    config_path = Path(folder) / "config.json"
+    if not config_path.is_file():
+        raise HFFormatError(f"{folder}: no config.json")
+    return model_config_from_hf(json.loads(config_path.read_text(encoding="utf-8")))
+
+
 def save_hf(
     state_dict: dict[str, torch.Tensor], cfg: ModelConfig, folder: Path, dtype: torch.dtype = torch.bfloat16
 ) -> None:
-    """Write `state_dict` as a Hugging Face folder, atomically: built in `<folder>.tmp`, then renamed."""
+    """Write `state_dict` as a Hugging Face folder, atomically: built beside it under a temporary name,
+    then put in its place, so a reader never sees half an export."""
     folder = Path(folder)
     check_state_dict(state_dict, cfg)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temporary_path(folder)
     tmp.mkdir(parents=True)
+    try:
+        _write_export(tmp, state_dict, cfg, dtype)
+        replace_folder(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only left when writing failed
+
+
+def _write_export(
+    folder: Path, state_dict: dict[str, torch.Tensor], cfg: ModelConfig, dtype: torch.dtype
+) -> None:
     tensors = {name: t.detach().to("cpu", dtype).contiguous() for name, t in state_dict.items()}
-    save_file(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
-    write_json(tmp / "config.json", hf_config(cfg, dtype=dtype))
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    write_json(folder / "config.json", hf_config(cfg, dtype=dtype), sort_keys=True)
     eot = tokenizer.EOT_ID
-    write_json(tmp / "generation_config.json", {"bos_token_id": eot, "eos_token_id": eot})
-    export_hf(tokenizer.load(), tmp)
-    replace_folder(tmp, folder)
+    write_json(folder / "generation_config.json", {"bos_token_id": eot, "eos_token_id": eot}, sort_keys=True)
+    export_hf(tokenizer.load(), folder)
 
 
 def load_hf(folder: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """The config and state dict of a Hugging Face StableLM folder, single-file or sharded safetensors."""
     folder = Path(folder)
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise HFFormatError(f"{folder}: no config.json")
-    cfg = model_config_from_hf(json.loads(config_path.read_text(encoding="utf-8")))
+    cfg = read_model_config(folder)
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
@@ -161,26 +175,3 @@ def check_state_dict(
             if items
         ]
         raise HFFormatError(f"{source} does not match the model config; " + "; ".join(parts))
-
-
-def write_json(path: Path, content: dict) -> None:
-    path.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def replace_folder(tmp: Path, folder: Path) -> None:
-    """fsync every file of `tmp`, then put it in place of `folder` (the old one is removed after)."""
-    for path in tmp.iterdir():
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    dir_fd = os.open(folder.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    shutil.rmtree(old, ignore_errors=True)

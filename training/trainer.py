@@ -29,10 +29,12 @@ from pipeline.shards import ShardSet, manifest_hash
 from training import checkpoint
 from training.config import TrainConfig
 from training.data import ShardLoader, open_shards, open_valid_shards
-from training.engine import build_engine, device, init_distributed, lm_loss, memory_metrics, peak_flops
+from training.distributed import device, init_distributed
+from training.engine import build_engine, lm_loss
 from training.hf import load_hf
 from training.model import StableLM, flops_per_token
 from training.schedule import lr_at
+from training.utilization import memory_metrics, peak_flops
 
 __all__ = ["NonFiniteLossError", "Result", "StepRecord", "Trainer"]
 

@@ -1,113 +1,30 @@
-"""The HTTP layer: OpenAI's /v1/completions and /v1/models, plus /health, /metrics, /tokenize, /detokenize.
+"""One completion request: its prompts checked and tokenized, its choices submitted to the engine as
+sequences, and what they generate shaped as OpenAI's response or stream of server-sent events.
 
-Every error is OpenAI's `{"error": {"message", "type", "param", "code"}}` body. Request handlers only
-validate, tokenize and translate; the engine's worker thread does all model work and hands results
-back through an asyncio queue per request.
+The engine's worker thread hands each output back through an asyncio queue per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import json
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
 
 from serving.engine import Engine, Output, Sequence
-from serving.metrics import Metrics
-from serving.protocol import (
-    APIError,
-    CompletionRequest,
-    DetokenizeRequest,
-    TokenizeRequest,
-    error_body,
-)
+from serving.protocol import APIError, CompletionRequest
 from serving.sampling import SamplingParams, TokenLogprob
-from serving.text import text_offsets, token_str
+from serving.text import text_offsets
+from serving.validation import check_token_ids, encode
 
-log = logging.getLogger(__name__)
-
-ROUTES = ("/v1/completions", "/v1/models", "/health", "/metrics", "/tokenize", "/detokenize")
-
-
-def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine.start()  # loads the model in the worker thread; /health answers 503 until it is done
-        yield
-        engine.stop()
-
-    app = FastAPI(title="stablelm2-repro serving", lifespan=lifespan)
-    app.add_middleware(Gate, metrics=engine.metrics, api_key=api_key)
-    _add_error_handlers(app)
-    tok = functools.lru_cache(maxsize=1 << 17)(functools.partial(token_str, engine.enc))
-    created = int(time.time())
-
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        if engine.error is not None:
-            return JSONResponse({"status": "error", "error": engine.error}, status_code=503)
-        if not engine.ready:
-            return JSONResponse({"status": "loading"}, status_code=503)
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(engine.metrics.render(), media_type="text/plain; version=0.0.4")
-
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        card = {
-            "id": model_name,
-            "object": "model",
-            "created": created,
-            "owned_by": "stablelm2-repro",
-            "max_model_len": engine.max_model_len,
-        }
-        return {"object": "list", "data": [card]}
-
-    @app.post("/tokenize")
-    async def tokenize(req: TokenizeRequest) -> dict[str, Any]:
-        _check_model(req.model, model_name)
-        tokens = _encode(engine, req.prompt)
-        return {"tokens": tokens, "count": len(tokens), "max_model_len": engine.max_model_len}
-
-    @app.post("/detokenize")
-    async def detokenize(req: DetokenizeRequest) -> dict[str, Any]:
-        _check_model(req.model, model_name)
-        _check_token_ids(engine, req.tokens, "tokens")
-        return {"prompt": engine.enc.decode(req.tokens)}
-
-    @app.post("/v1/completions")
-    async def completions(req: CompletionRequest, http: Request) -> Response:
-        if not engine.ready:
-            raise APIError(
-                503, engine.error or "the model is still loading", type="server_error", code="not_ready"
-            )
-        _check_model(req.model, model_name)
-        completion = Completion(engine, req, model_name, tok)
-        completion.submit()
-        if req.stream:
-            return StreamingResponse(completion.stream(), media_type="text/event-stream")
-        return await _collect_while_connected(completion, http)
-
-    return app
-
-
-# ---- one completion request -------------------------------------------------------------------------
+__all__ = ["Choice", "Completion", "collect_while_connected"]
 
 
 @dataclass
@@ -163,9 +80,9 @@ class Completion:
         found = []
         for one in prompt:
             if isinstance(one, str):
-                ids, text = _encode(self.engine, one), one
+                ids, text = encode(self.engine, one), one
             else:
-                _check_token_ids(self.engine, one, "prompt")
+                check_token_ids(self.engine, one, "prompt")
                 ids, text = one, self.engine.enc.decode(one)
             if not ids:
                 raise APIError(
@@ -248,14 +165,7 @@ class Completion:
                 await self._next()
         finally:
             self._cancel_unfinished()
-        return {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model_name,
-            "choices": [self._choice_json(c) for c in self.choices],
-            "usage": self._usage(),
-        }
+        return self._response([self._choice_json(c) for c in self.choices]) | {"usage": self._usage()}
 
     def _choice_json(self, choice: Choice) -> dict[str, Any]:
         echo = self.req.echo
@@ -300,9 +210,9 @@ class Completion:
                 except APIError as e:
                     yield _sse(e.body)
                     return
-                yield _sse(self._chunk([self._delta_json(choice, out)]))
+                yield _sse(self._response([self._delta_json(choice, out)]))
             if self.req.stream_options is not None and self.req.stream_options.include_usage:
-                yield _sse(self._chunk([]) | {"usage": self._usage()})
+                yield _sse(self._response([]) | {"usage": self._usage()})
             yield "data: [DONE]\n\n"
         finally:
             self._cancel_unfinished()
@@ -319,7 +229,8 @@ class Completion:
         choice.sent += len(text)
         return {"index": choice.index, "text": text, "logprobs": logprobs, "finish_reason": out.finish_reason}
 
-    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    def _response(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        """OpenAI's completion object with `choices`; each chunk of a stream has the same shape."""
         return {
             "id": self.id,
             "object": "text_completion",
@@ -329,7 +240,7 @@ class Completion:
         }
 
 
-async def _collect_while_connected(completion: Completion, http: Request) -> Response:
+async def collect_while_connected(completion: Completion, http: Request) -> Response:
     """The completion as JSON, unless the client hangs up first: then its sequences are cancelled, so
     their batch slots free up now instead of after `max_tokens` tokens that nobody will read."""
     work = asyncio.ensure_future(completion.collect())
@@ -362,113 +273,3 @@ def _deliver(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, index: int, 
 
 def _sse(payload: dict[str, Any]) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
-def _encode(engine: Engine, text: str) -> list[int]:
-    # Special-token text becomes the special token, as Hugging Face tokenizers (and so lm-eval) do.
-    return engine.enc.encode(text, allowed_special="all")
-
-
-def _check_model(requested: str | None, model_name: str) -> None:
-    if requested is not None and requested != model_name:
-        raise APIError(
-            404,
-            f"The model `{requested}` does not exist; this server serves `{model_name}`.",
-            param="model",
-            code="model_not_found",
-        )
-
-
-def _check_token_ids(engine: Engine, ids: list[int], param: str) -> None:
-    bad = [i for i in ids if not engine.is_token(i)]
-    if bad:
-        raise APIError(
-            400,
-            f"token ids {bad[:5]} are not tokens (valid: 0..{engine.enc.n_vocab - 1} except unused ids)",
-            param=param,
-            code="invalid_value",
-        )
-
-
-# ---- errors, auth and metrics ------------------------------------------------------------------------
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def api_error(_, e: APIError) -> JSONResponse:
-        return JSONResponse(e.body, status_code=e.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_, e: RequestValidationError) -> JSONResponse:
-        problems, params = [], []
-        for item in e.errors():
-            loc = [str(part) for part in item["loc"] if part != "body"]
-            if item["type"] == "json_invalid":
-                problems.append(
-                    f"the body is not valid JSON: {item.get('ctx', {}).get('error', item['msg'])}"
-                )
-                loc = []
-            elif not loc:
-                problems.append("the body must be a JSON object sent as Content-Type: application/json")
-            elif loc[0] == "prompt":  # one failure per member of the union; say it once
-                problems.append(
-                    "prompt: must be a string, a list of strings, token ids, or a list of token-id lists"
-                )
-            elif item["type"] == "extra_forbidden":
-                problems.append(f"{'.'.join(loc)}: unknown or unsupported parameter")
-            else:
-                problems.append(f"{'.'.join(loc)}: {item['msg']}")
-            params.append(loc[0] if loc else None)
-        message = "; ".join(dict.fromkeys(problems))
-        return JSONResponse(
-            error_body(message, param=params[0] if params else None, code="invalid_value"), 400
-        )
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_, e: HTTPException) -> JSONResponse:
-        return JSONResponse(error_body(str(e.detail)), status_code=e.status_code, headers=e.headers)
-
-    @app.exception_handler(Exception)
-    async def internal_error(_, e: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse(error_body("internal server error", type="server_error"), status_code=500)
-
-
-class Gate:
-    """Counts and times every request, and checks the API key on /v1/* before anything else runs."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics, api_key: str | None):
-        self.app = app
-        self.metrics = metrics
-        self.api_key = api_key
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        route = scope["path"] if scope["path"] in ROUTES else "other"
-        status, started = 500, time.perf_counter()
-
-        async def observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            if scope["path"].startswith("/v1/") and not self._authorized(scope):
-                body = error_body(
-                    "Incorrect or missing API key (send `Authorization: Bearer KEY`)", code="invalid_api_key"
-                )
-                await JSONResponse(body, status_code=401)(scope, receive, observed)
-            else:
-                await self.app(scope, receive, observed)
-        finally:
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.request_latency.labels(route).observe(time.perf_counter() - started)
-
-    def _authorized(self, scope: Scope) -> bool:
-        if self.api_key is None:
-            return True
-        scheme, _, key = Headers(scope=scope).get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(key.strip().encode(), self.api_key.encode())

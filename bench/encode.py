@@ -1,7 +1,7 @@
 """Tokenizer throughput: this project's batch encode vs raw tiktoken (the limit) vs the exported
 Hugging Face fast tokenizer (what a user would otherwise use), same documents, same threads.
 
-    python bench/tokenizer.py [--threads N] [--mb 20] [--repeats 3]
+    python -m bench.encode [--threads N] [--mb 20] [--repeats 3]
 
 Targets: >= 0.95x raw tiktoken and >= 3x the HF fast tokenizer.
 """
@@ -15,11 +15,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
-
-# Python puts this script's folder first on sys.path, where this file would shadow the `tokenizer`
-# package; the repository root goes there instead.
-sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -32,7 +27,7 @@ def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.encode", description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--mb", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=3)

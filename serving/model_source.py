@@ -1,4 +1,5 @@
-"""Finding and loading the model the operator named: a Hugging Face `StableLmForCausalLM` export."""
+"""The export to serve: the --model path when it is a Hugging Face `StableLmForCausalLM` export, else a
+training checkpoint converted into one by the trainer's own exporter."""
 
 from __future__ import annotations
 
@@ -9,14 +10,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-from transformers import StableLmConfig, StableLmForCausalLM
-
-import tokenizer
-
 ARCHITECTURE = "StableLmForCausalLM"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+__all__ = ["ModelError", "check_export", "resolve"]
 
 
 class ModelError(ValueError):
@@ -61,33 +58,3 @@ def resolve(path: Path) -> tuple[Path, Path | None]:
                 f"{not_export}; nor a training checkpoint (`training export` says: {why})"
             ) from None
         return check_export(scratch / "export"), scratch
-
-
-def load_config(folder: Path) -> StableLmConfig:
-    return StableLmConfig.from_pretrained(folder)
-
-
-def load_tokenizer(folder: Path) -> tokenizer.Arcade100k:
-    """The export's own ranks file when it ships one (tokenizer.export_hf writes it), else Arcade100k."""
-    ranks = folder / "arcade100k.tiktoken"
-    return tokenizer.load(ranks) if ranks.is_file() else tokenizer.load()
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device: cuda was asked for but torch sees no CUDA device")
-    return torch.device(name)
-
-
-def pick_dtype(name: str, config: StableLmConfig) -> torch.dtype:
-    """auto: the dtype the export was saved in, as transformers' `from_pretrained` picks by default."""
-    if name != "auto":
-        return DTYPES[name]
-    return config.dtype if isinstance(config.dtype, torch.dtype) else torch.float32
-
-
-def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> StableLmForCausalLM:
-    model = StableLmForCausalLM.from_pretrained(folder, dtype=dtype)
-    return model.to(device).eval()
