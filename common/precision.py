@@ -1,0 +1,83 @@
+"""Which floating-point format a device computes fast: the one rule behind `precision: auto` in
+training and `dtype: auto` in serving and export.
+
+bf16 is native on CUDA GPUs that support it and on CPUs with AVX512-BF16 or AMX. Elsewhere (an
+AVX2-only CPU, most laptops) PyTorch emulates bf16 matmuls, which was measured 260x slower than fp32
+for the tiny model's output projection, so `auto` picks fp32 there.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+__all__ = ["BF16_CPU_FLAGS", "Precision", "cpu_flags", "native_bf16", "resolve_precision"]
+
+# /proc/cpuinfo flags of x86 CPUs whose cores compute bf16 dot products in hardware.
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+Requested = Literal["auto", "bf16", "fp32"]
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This machine's CPU feature flags (empty where /proc/cpuinfo does not list them)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def native_bf16(device: torch.device, flags: frozenset[str] | None = None) -> bool:
+    """Whether `device` computes bf16 natively (`flags` stands in for this CPU's flags in tests)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(BF16_CPU_FLAGS & (cpu_flags() if flags is None else flags))
+    return False
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The resolved choice: `name` is "bf16" or "fp32", `why` says how it was chosen, `warning` is
+    set when an explicit bf16 will run emulated (slowly)."""
+
+    name: Literal["bf16", "fp32"]
+    why: str
+    warning: str | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.name == "bf16" else torch.float32
+
+
+def resolve_precision(
+    requested: Requested, device: torch.device, flags: frozenset[str] | None = None
+) -> Precision:
+    """`auto` becomes bf16 where `device` computes it natively, else fp32; explicit choices stay."""
+    native = native_bf16(device, flags)
+    where = "this GPU" if device.type == "cuda" else "this CPU"
+    if requested == "fp32":
+        return Precision("fp32", "fp32 as configured")
+    if requested == "bf16":
+        if native:
+            return Precision("bf16", "bf16 as configured")
+        return Precision(
+            "bf16",
+            "bf16 as configured",
+            warning=(
+                f"bf16 requested, but {where} has no native bf16 (no AVX512-BF16 or AMX): matmuls are "
+                "emulated and can run 10x-300x slower than fp32; set precision: auto or fp32"
+            ),
+        )
+    if native:
+        return Precision("bf16", f"auto: {where} computes bf16 natively")
+    return Precision("fp32", f"auto: {where} has no native bf16 (no AVX512-BF16 or AMX), so fp32")
