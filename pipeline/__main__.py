@@ -19,19 +19,22 @@ DEFAULT_CONFIG = "configs/data/sample.yaml"
 
 
 def _load(path: str, overrides: list[str]) -> DataConfig:
+    """The config with its `--set` overrides; a bad file or override raises ConfigError, which `main`
+    prints as one line. Called before the stage modules (Ray, MLflow) are imported, so it fails fast."""
     return load(path, DataConfig, parse_overrides(overrides))
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    cfg = _load(args.config, args.set)
     from pipeline.run import run
 
-    run(_load(args.config, args.set))
+    run(cfg)
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
+    cfg = _load(args.config, args.set)
     from pipeline.explain import explain
 
-    cfg = _load(args.config, args.set)
     try:
         lines = open(args.docs, encoding="utf-8", errors="replace")
     except OSError as e:
@@ -42,17 +45,18 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 
 def cmd_pack(args: argparse.Namespace) -> None:
+    cfg = _load(args.config, args.set)
     from pipeline.pack import pack_job
     from pipeline.shards import ShardError
 
     try:
-        pack_job(_load(args.config, args.set))
+        pack_job(cfg)
     except (ShardError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    from pipeline.inspect import describe
+    from pipeline.describe import describe
     from pipeline.shards import ShardError
 
     try:

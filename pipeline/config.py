@@ -67,13 +67,21 @@ class CodeConfig(Config):
 
 
 class FiltersConfig(Config):
-    """The chain, in the order it runs (FineWeb's order: language, repetition, quality, C4)."""
+    """The chain, in the order it runs (FineWeb's order: language, repetition, quality, C4).
+
+    The order of these fields is the one definition of the filter order: the chain, the report's
+    columns and `python -m pipeline inspect` all follow it.
+    """
 
     langid: LangIdConfig | None = None
     gopher_repetition: GopherRepetitionConfig | None = None
     gopher_quality: GopherQualityConfig | None = None
     c4: C4Config | None = None
     code: CodeConfig | None = None
+
+    def enabled(self) -> list[str]:
+        """The names of the filters this source runs, in chain order."""
+        return [name for name in type(self).model_fields if getattr(self, name) is not None]
 
 
 class ExcludeRule(Config):
@@ -83,8 +91,12 @@ class ExcludeRule(Config):
     values: list[str]
 
 
+# The readers of `pipeline.sources.READERS` (a test keeps the two equal).
+ReaderName = Literal["refinedweb", "redpajama", "pile", "starcoder", "culturax"]
+
+
 class SourceConfig(Config):
-    reader: Literal["refinedweb", "redpajama", "pile", "starcoder", "culturax"]
+    reader: ReaderName
     # Local paths, globs, or fsspec URLs (s3://..., hf://datasets/...).
     paths: list[str] = Field(min_length=1)
     exclude: list[ExcludeRule] = []

@@ -17,16 +17,21 @@ from __future__ import annotations
 import functools
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from common.files import read_json, write_json
 from pipeline.config import DedupConfig
-from pipeline.storage import ParquetSink, read_json, write_json, write_table
+from pipeline.layout import ComponentsDir, WorkDir
+from pipeline.plan import Partition
+from pipeline.stage import Runner, Stage, run_in_process
+from pipeline.storage import ParquetSink, write_table
 from pipeline.text import normalize_for_dedup
 
 MERSENNE = np.uint64((1 << 61) - 1)
@@ -89,34 +94,57 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def signature_partition(task: dict, cfg: DedupConfig, work_dir: str, bucket_partitions: int) -> dict:
+def bucket_partitions(cfg: DedupConfig, kept_docs: int) -> int:
+    """How many bucket partitions, so that one holds about `rows_per_bucket_partition` signature rows
+    (each document has one exact key and one key per band)."""
+    return max(1, math.ceil(kept_docs * (cfg.bands + 1) / cfg.rows_per_bucket_partition))
+
+
+def signature_stage(
+    cfg: DedupConfig, work: WorkDir, parts: Sequence[Partition], buckets: int
+) -> Stage[Partition]:
+    return Stage(
+        "minhash",
+        parts,
+        lambda part: signature_partition(part, cfg, work, buckets),
+        lambda part: work.signatures_done(part.pid).exists(),
+    )
+
+
+def signature_partition(part: Partition, cfg: DedupConfig, work: WorkDir, buckets: int) -> dict[str, Any]:
     """Stage-2 task: scatter one filtered partition's keys into the bucket partitions."""
-    work = Path(work_dir)
-    out = work / "dedup" / "sig" / task["pid"]
-    table = pq.read_table(work / "filtered" / f"{task['pid']}.parquet", columns=["text"])
+    table = pq.read_table(work.filtered(part.pid), columns=["text"])
     kinds, keys, nodes = [], [], []
     for row, text in enumerate(table.column("text").to_pylist()):
         normalized = normalize_for_dedup(text)
-        node = node_id(task["index"], row)
+        node = node_id(part.index, row)
         doc_keys = [exact_key(normalized), *band_keys(minhash(normalized, cfg), cfg)]
         kinds += [EXACT] + [BAND] * cfg.bands
         keys += doc_keys
         nodes += [node] * len(doc_keys)
     keys_arr = np.array(keys, dtype=np.int64)
-    target = keys_arr.view(np.uint64) % np.uint64(bucket_partitions)
+    target = keys_arr.view(np.uint64) % np.uint64(buckets)
     sig = pa.table(
         {"kind": np.array(kinds, dtype=np.int8), "key": keys_arr, "node": np.array(nodes, dtype=np.int64)}
     )
-    for j in range(bucket_partitions):
-        write_table(sig.filter(pa.array(target == j)).cast(SIG_SCHEMA), out / f"b{j:05d}.parquet")
-    write_json({"pid": task["pid"], "docs": len(table)}, out / "_DONE.json")
-    return {"pid": task["pid"], "docs": len(table)}
+    for j in range(buckets):
+        write_table(work.signatures(part.pid, j), sig.filter(pa.array(target == j)).cast(SIG_SCHEMA))
+    write_json(work.signatures_done(part.pid), {"pid": part.pid, "docs": len(table)})
+    return {"pid": part.pid, "docs": len(table)}
 
 
-def bucket_partition(task: dict, work_dir: str) -> dict:
+def bucket_stage(work: WorkDir, buckets: int) -> Stage[int]:
+    return Stage(
+        "buckets",
+        range(buckets),
+        lambda bucket: bucket_partition(bucket, work),
+        lambda bucket: work.edges(bucket).exists(),
+    )
+
+
+def bucket_partition(bucket: int, work: WorkDir) -> dict[str, Any]:
     """Stage-3 task: within one bucket partition, link every document of a key to that key's smallest node."""
-    work = Path(work_dir)
-    files = sorted((work / "dedup" / "sig").glob(f"*/b{task['bucket']:05d}.parquet"))
+    files = work.bucket_signatures(bucket)
     table = pa.concat_tables([pq.read_table(f) for f in files]) if files else SIG_SCHEMA.empty_table()
     table = table.sort_by([("kind", "ascending"), ("key", "ascending"), ("node", "ascending")])
     kind, key, node = (table.column(c).to_numpy() for c in ("kind", "key", "node"))
@@ -125,8 +153,8 @@ def bucket_partition(task: dict, work_dir: str) -> dict:
     root = node[np.maximum.accumulate(np.where(starts, np.arange(len(key)), 0))]
     linked = root != node
     edges = pa.table({"node": node[linked], "root": root[linked], "kind": kind[linked]}, schema=EDGE_SCHEMA)
-    write_table(edges, work / "dedup" / "edges" / f"b{task['bucket']:05d}.parquet")
-    return {"bucket": task["bucket"], "edges": len(edges)}
+    write_table(work.edges(bucket), edges)
+    return {"bucket": bucket, "edges": len(edges)}
 
 
 # Connected components by alternating small-star and large-star steps (Kiveris et al., "Connected
@@ -135,92 +163,91 @@ def bucket_partition(task: dict, work_dir: str) -> dict:
 # j reads cc/s<k>/*/p<j>.parquet and scatters its output pairs into cc/s<k+1>/p<j>/, where its
 # _DONE.json, written last, marks the producer finished.
 
-StageRunner = Callable[[str, list[dict], Callable[[dict], dict], Callable[[dict], bool]], None]
 
-
-def run_in_process(
-    name: str, tasks: list[dict], fn: Callable[[dict], dict], is_done: Callable[[dict], bool]
-) -> None:
-    """Runs a stage's unfinished tasks one by one, for direct calls; the pipeline passes its Ray runner."""
-    for task in tasks:
-        if not is_done(task):
-            fn(task)
-
-
-def component_partitions(work_dir: str, cfg: DedupConfig) -> int:
+def component_partitions(work: WorkDir, cfg: DedupConfig) -> int:
     """Node partitions for `components`, so that one holds about `edges_per_component_partition` edges."""
-    edges = sum(pq.ParquetFile(f).metadata.num_rows for f in _edge_files(Path(work_dir)))
+    edges = sum(pq.ParquetFile(f).metadata.num_rows for f in work.edge_files())
     return max(1, math.ceil(edges / cfg.edges_per_component_partition))
 
 
-def components(task: dict, work_dir: str, run_stage: StageRunner = run_in_process) -> dict:
-    """Stage 4: connected components of the duplicate edges, in `task["partitions"]` node partitions
-    (1 if absent). Writes dedup/dropped.parquet: (node, root, reason) for every node but its
+def components(work: WorkDir, partitions: int = 1, run: Runner = run_in_process) -> dict[str, int]:
+    """Stage 4: connected components of the duplicate edges, in `partitions` node partitions, each step
+    a stage given to `run`. Writes dedup/dropped.parquet: (node, root, reason) for every node but its
     component's smallest, the root. A re-run resumes after the last step whose partitions all finished.
     """
-    work = Path(work_dir)
-    cc = work / "dedup" / "cc"
-    partitions = task.get("partitions", 1)
-    edge_files = _edge_files(work)
-    layout = {"partitions": partitions, "edges": [f.name for f in edge_files]}
-    if (cc / "_LAYOUT.json").exists() and read_json(cc / "_LAYOUT.json") != layout:
-        shutil.rmtree(cc)  # steps of another partitioning cannot be reused
-    write_json(layout, cc / "_LAYOUT.json")
+    cc = work.components
+    edge_files = work.edge_files()
+    _keep_steps_of(cc, {"partitions": partitions, "edges": [f.name for f in edge_files]})
     step = _last_complete_step(cc, len(edge_files), partitions)
     if step == 0:
-        run_stage(
-            "components step 0 (scatter)",
-            [{"edges": f.stem} for f in edge_files],
-            lambda t: scatter_edges(t, work_dir, partitions),
-            lambda t: (cc / _step_dir(1) / t["edges"] / "_DONE.json").exists(),
-        )
+        run(_scatter_stage(cc, edge_files, partitions))
         step = 1
     # A large-star step (even) that found no unsettled node ends the loop: its input is the result.
-    while step < 3 or step % 2 == 0 or _unsettled(cc / _step_dir(step)) > 0:
-        for old in cc.glob("s*"):
-            if int(old.name[1:]) < step:
-                shutil.rmtree(old)
-        run_stage(
-            f"components step {step} ({'small' if step % 2 else 'large'}-star)",
-            [{"step": step, "part": j} for j in range(partitions)],
-            lambda t: star_partition(t, work_dir, partitions),
-            lambda t: (cc / _step_dir(t["step"] + 1) / f"p{t['part']:05d}" / "_DONE.json").exists(),
-        )
+    while step < 3 or step % 2 == 0 or _unsettled(cc, step) > 0:
+        for old, folder in cc.steps().items():
+            if old < step:
+                shutil.rmtree(folder)
+        run(_star_stage(cc, step, partitions))
         step += 1
-    run_stage(
-        "components roots",
-        [{"step": step - 1, "part": j} for j in range(partitions)],
-        lambda t: root_partition(t, work_dir),
-        lambda t: (cc / "roots" / f"p{t['part']:05d}.parquet").exists(),
-    )
+    run(_roots_stage(cc, step - 1, partitions))
     # One file for the split stage, streamed a partition at a time.
-    sink = ParquetSink(work / "dedup" / "dropped.parquet", DROPPED_SCHEMA)
-    for j in range(partitions):
-        sink.writer.write_table(pq.read_table(cc / "roots" / f"p{j:05d}.parquet", schema=DROPPED_SCHEMA))
+    sink = ParquetSink(work.dropped, DROPPED_SCHEMA)
+    for part in range(partitions):
+        sink.add_table(pq.read_table(cc.roots(part), schema=DROPPED_SCHEMA))
     sink.close()
-    duplicates = pq.ParquetFile(work / "dedup" / "dropped.parquet").metadata.num_rows
-    shutil.rmtree(cc)
-    return {"duplicates": duplicates, "steps": step}
+    shutil.rmtree(cc.root)
+    return {"duplicates": sink.count, "steps": step}
 
 
-def scatter_edges(task: dict, work_dir: str, partitions: int) -> dict:
+def _keep_steps_of(cc: ComponentsDir, layout: dict[str, Any]) -> None:
+    """Steps of another partitioning or of other edges cannot be reused: start those over."""
+    if cc.layout.exists() and read_json(cc.layout) != layout:
+        shutil.rmtree(cc.root)
+    write_json(cc.layout, layout)
+
+
+def _scatter_stage(cc: ComponentsDir, edge_files: list[Path], partitions: int) -> Stage[Path]:
+    return Stage(
+        "components step 0 (scatter)",
+        edge_files,
+        functools.partial(scatter_edges, cc=cc, partitions=partitions),
+        lambda edge_file: cc.done(1, edge_file.stem).exists(),
+    )
+
+
+def _star_stage(cc: ComponentsDir, step: int, partitions: int) -> Stage[int]:
+    return Stage(
+        f"components step {step} ({'small' if step % 2 else 'large'}-star)",
+        range(partitions),
+        functools.partial(star_partition, step, cc=cc, partitions=partitions),
+        lambda part: cc.done(step + 1, cc.producer(part)).exists(),
+    )
+
+
+def _roots_stage(cc: ComponentsDir, step: int, partitions: int) -> Stage[int]:
+    return Stage(
+        "components roots",
+        range(partitions),
+        functools.partial(root_partition, step, cc=cc),
+        lambda part: cc.roots(part).exists(),
+    )
+
+
+def scatter_edges(edge_file: Path, cc: ComponentsDir, partitions: int) -> dict[str, Any]:
     """Components step 0, per edge bucket: edges keyed by their larger end (`node`), as the first
     small-star step reads them, and the nodes of exact-duplicate edges, for the drop reason."""
-    cc = Path(work_dir) / "dedup" / "cc"
-    edges = pq.read_table(Path(work_dir) / "dedup" / "edges" / f"{task['edges']}.parquet", schema=EDGE_SCHEMA)
+    producer = edge_file.stem
+    edges = pq.read_table(edge_file, schema=EDGE_SCHEMA)
     node, root, kind = (edges.column(c).to_numpy() for c in ("node", "root", "kind"))
-    _scatter({"node": np.unique(node[kind == EXACT])}, NODE_SCHEMA, cc / "exact" / task["edges"], partitions)
-    out = cc / _step_dir(1) / task["edges"]
-    _scatter({"node": node, "other": root}, PAIR_SCHEMA, out, partitions)
-    write_json({"pairs": len(node)}, out / "_DONE.json")
-    return {"edges": task["edges"], "pairs": len(node)}
+    _scatter({"node": np.unique(node[kind == EXACT])}, NODE_SCHEMA, cc.exact(producer), partitions)
+    _scatter({"node": node, "other": root}, PAIR_SCHEMA, cc.output(1, producer), partitions)
+    write_json(cc.done(1, producer), {"pairs": len(node)})
+    return {"edges": producer, "pairs": len(node)}
 
 
-def star_partition(task: dict, work_dir: str, partitions: int) -> dict:
+def star_partition(step: int, part: int, cc: ComponentsDir, partitions: int) -> dict[str, Any]:
     """Components step k >= 1 for one node partition: small-star on odd steps, large-star on even ones."""
-    cc = Path(work_dir) / "dedup" / "cc"
-    step, part = task["step"], task["part"]
-    pairs = _read_partition(cc / _step_dir(step), part, PAIR_SCHEMA)
+    pairs = _read(cc.parts(cc.step(step), part), PAIR_SCHEMA)
     node, other = pairs.column("node").to_numpy(), pairs.column("other").to_numpy()
     if step % 2:
         node, other = _small_star(node, other)
@@ -228,20 +255,19 @@ def star_partition(task: dict, work_dir: str, partitions: int) -> dict:
     else:
         node, other, unsettled = _large_star(node, other)
         stats = {"pairs": len(node), "unsettled": unsettled}
-    out = cc / _step_dir(step + 1) / f"p{part:05d}"
-    _scatter({"node": node, "other": other}, PAIR_SCHEMA, out, partitions)
-    write_json(stats, out / "_DONE.json")
+    producer = cc.producer(part)
+    _scatter({"node": node, "other": other}, PAIR_SCHEMA, cc.output(step + 1, producer), partitions)
+    write_json(cc.done(step + 1, producer), stats)
     return {"step": step, "part": part, **stats}
 
 
-def root_partition(task: dict, work_dir: str) -> dict:
+def root_partition(step: int, part: int, cc: ComponentsDir) -> dict[str, Any]:
     """Last components step for one node partition, on the input of the large-star step that settled:
     every component is then a star around its smallest node, so a node's one smaller neighbour is its root."""
-    cc = Path(work_dir) / "dedup" / "cc"
-    pairs = _read_partition(cc / _step_dir(task["step"]), task["part"], PAIR_SCHEMA)
+    pairs = _read(cc.parts(cc.step(step), part), PAIR_SCHEMA)
     node, other, first = _adjacency(pairs.column("node").to_numpy(), pairs.column("other").to_numpy())
     leaf = first & (other < node)
-    exact = _read_partition(cc / "exact", task["part"], NODE_SCHEMA).column("node").to_numpy()
+    exact = _read(cc.exact_parts(part), NODE_SCHEMA).column("node").to_numpy()
     table = pa.table(
         {
             "node": node[leaf],
@@ -250,8 +276,8 @@ def root_partition(task: dict, work_dir: str) -> dict:
         },
         schema=DROPPED_SCHEMA,
     )
-    write_table(table, cc / "roots" / f"p{task['part']:05d}.parquet")
-    return {"part": task["part"], "duplicates": len(table)}
+    write_table(cc.roots(part), table)
+    return {"part": part, "duplicates": len(table)}
 
 
 def _small_star(node: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -300,7 +326,7 @@ def _node_partition(node: np.ndarray, partitions: int) -> np.ndarray:
 
 
 def _scatter(columns: dict[str, np.ndarray], schema: pa.Schema, out: Path, partitions: int) -> None:
-    """Writes out/p<j>.parquet with the rows whose first column falls in partition j (none if empty)."""
+    """Writes the node partitions of `out` with the rows whose first column falls in each (none if empty)."""
     dest = _node_partition(next(iter(columns.values())), partitions)
     order = np.argsort(dest, kind="stable")
     bounds = np.searchsorted(dest[order], np.arange(partitions + 1))
@@ -308,33 +334,21 @@ def _scatter(columns: dict[str, np.ndarray], schema: pa.Schema, out: Path, parti
         rows = order[bounds[j] : bounds[j + 1]]
         if len(rows):
             table = pa.table({name: col[rows] for name, col in columns.items()}, schema=schema)
-            write_table(table, out / f"p{j:05d}.parquet")
+            write_table(ComponentsDir.part(out, j), table)
 
 
-def _read_partition(folder: Path, part: int, schema: pa.Schema) -> pa.Table:
-    files = sorted(folder.glob(f"*/p{part:05d}.parquet"))
+def _read(files: list[Path], schema: pa.Schema) -> pa.Table:
     return (
         pa.concat_tables([pq.read_table(f, schema=schema) for f in files]) if files else schema.empty_table()
     )
 
 
-def _edge_files(work: Path) -> list[Path]:
-    return sorted((work / "dedup" / "edges").glob("b*.parquet"))
-
-
-def _step_dir(step: int) -> str:
-    return f"s{step:03d}"
-
-
-def _last_complete_step(cc: Path, edge_files: int, partitions: int) -> int:
+def _last_complete_step(cc: ComponentsDir, edge_files: int, partitions: int) -> int:
     """The last step whose input is complete (0: none), from its producers' _DONE.json markers."""
-    complete = [
-        int(d.name[1:])
-        for d in cc.glob("s*")
-        if len(list(d.glob("*/_DONE.json"))) == (edge_files if d.name == _step_dir(1) else partitions)
-    ]
+    producers = {step: edge_files if step == 1 else partitions for step in cc.steps()}
+    complete = [step for step, count in producers.items() if len(cc.done_markers(step)) == count]
     return max(complete, default=0)
 
 
-def _unsettled(step_dir: Path) -> int:
-    return sum(read_json(f)["unsettled"] for f in step_dir.glob("*/_DONE.json"))
+def _unsettled(cc: ComponentsDir, step: int) -> int:
+    return sum(read_json(f)["unsettled"] for f in cc.done_markers(step))

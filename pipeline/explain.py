@@ -13,6 +13,7 @@ from typing import IO
 from common.config import ConfigError
 from pipeline.config import DataConfig
 from pipeline.filters import Doc, build_chain, run_chain
+from pipeline.sources import READERS
 
 
 def explain(cfg: DataConfig, source: str, lines: IO[str]) -> Iterator[dict]:
@@ -21,6 +22,7 @@ def explain(cfg: DataConfig, source: str, lines: IO[str]) -> Iterator[dict]:
         raise ConfigError(f"unknown source {source!r}; the config has: {', '.join(cfg.sources)}")
     src = cfg.sources[source]
     chain = build_chain(src.filters)
+    lang = READERS[src.reader].lang
     for n, line in enumerate(lines):
         if not line.strip():
             continue
@@ -32,7 +34,7 @@ def explain(cfg: DataConfig, source: str, lines: IO[str]) -> Iterator[dict]:
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             yield {"id": str(n), "kept": False, "reason": "bad_input", "error": f"{type(e).__name__}: {e}"}
             continue
-        doc = Doc(str(row.get("id", n)), text, source, lang="code" if src.reader == "starcoder" else "")
+        doc = Doc(str(row.get("id", n)), text, source, lang=lang)
         outcome = run_chain(chain, doc, evaluate_all=True)
         yield {
             "id": doc.id,

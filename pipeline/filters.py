@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from pipeline import langid
 from pipeline.config import (
@@ -281,16 +282,16 @@ class CodeFilter:
         return KEEP
 
 
+# Every filter by the name of its config section (`FiltersConfig`, whose field order is the chain's).
+FILTERS: dict[str, Callable[[Any], Filter]] = {
+    f.name: f
+    for f in (LangIdFilter, GopherRepetitionFilter, GopherQualityFilter, C4QualityFilter, CodeFilter)
+}
+
+
 def build_chain(cfg: FiltersConfig) -> list[Filter]:
     """The filters a source enables, in their fixed order."""
-    steps: list[tuple[object, type]] = [
-        (cfg.langid, LangIdFilter),
-        (cfg.gopher_repetition, GopherRepetitionFilter),
-        (cfg.gopher_quality, GopherQualityFilter),
-        (cfg.c4, C4QualityFilter),
-        (cfg.code, CodeFilter),
-    ]
-    return [make(section) for section, make in steps if section is not None]
+    return [FILTERS[name](getattr(cfg, name)) for name in cfg.enabled()]
 
 
 @dataclass

@@ -9,16 +9,22 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common.files import write_json
 from pipeline.config import DataConfig
 from pipeline.dedup import node_range
-from pipeline.storage import DOC_SCHEMA, write_json, write_table
+from pipeline.layout import WorkDir
+from pipeline.plan import Partition
+from pipeline.stage import Stage
+from pipeline.storage import DOC_SCHEMA, write_table
 
+SPLIT, MIX = "split", "mix"
 DUPS_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string())])
 
 
@@ -32,43 +38,45 @@ def in_valid(doc_id: str, fraction: float) -> bool:
     return unit_hash(doc_id) < fraction
 
 
-def split_partition(task: dict, cfg: DataConfig, work_dir: str) -> dict:
-    """Stage-5 task: remove the partition's duplicates, then split it into train and validation."""
-    work, pid = Path(work_dir), task["pid"]
-    table = pq.read_table(work / "filtered" / f"{pid}.parquet")
-    lo, hi = node_range(task["index"])
-    dropped = pq.read_table(
-        work / "dedup" / "dropped.parquet", filters=[("node", ">=", lo), ("node", "<", hi)]
+def split_stage(cfg: DataConfig, work: WorkDir, parts: Sequence[Partition]) -> Stage[Partition]:
+    return Stage(
+        SPLIT,
+        parts,
+        lambda part: split_partition(part, cfg, work),
+        lambda part: work.stats(SPLIT, part.pid).exists(),
     )
+
+
+def split_partition(part: Partition, cfg: DataConfig, work: WorkDir) -> dict[str, Any]:
+    """Stage-5 task: remove the partition's duplicates, then split it into train and validation."""
+    pid = part.pid
+    table = pq.read_table(work.filtered(pid))
+    lo, hi = node_range(part.index)
+    dropped = pq.read_table(work.dropped, filters=[("node", ">=", lo), ("node", "<", hi)])
     dup_rows = (dropped.column("node").to_numpy() - lo).astype("int64")
     is_dup = [False] * len(table)
     for row in dup_rows.tolist():
         is_dup[row] = True
     dups = table.take(pa.array(dup_rows, type=pa.int64()))
-    write_table(
-        pa.table(
-            {"id": dups.column("id"), "source": dups.column("source"), "reason": dropped.column("reason")},
-            schema=DUPS_SCHEMA,
-        ),
-        work / "dups" / f"{pid}.parquet",
-    )
+    columns = {"id": dups.column("id"), "source": dups.column("source"), "reason": dropped.column("reason")}
+    write_table(work.dups(pid), pa.table(columns, schema=DUPS_SCHEMA))
     unique = table.filter(pa.array([not d for d in is_dup], pa.bool_()))
     valid_mask = pa.array(
         [in_valid(i, cfg.valid_fraction) for i in unique.column("id").to_pylist()], pa.bool_()
     )
     valid, train = unique.filter(valid_mask), unique.filter(pc.invert(valid_mask))
-    write_table(valid.select(DOC_SCHEMA.names), work / "valid" / f"{pid}.parquet")
-    write_table(train, work / "train" / f"{pid}.parquet")
+    write_table(work.valid(pid), valid.select(DOC_SCHEMA.names))
+    write_table(work.train(pid), train)
     dup_reasons = Counter(dropped.column("reason").to_pylist())
     stats = {
         "pid": pid,
-        "source": task["source"],
+        "source": part.source,
         "dedup": _count(unique),
         "dup_reasons": dict(dup_reasons),
         "valid": _count(valid),
         "train": _count(train),
     }
-    write_json(stats, work / "stats" / "split" / f"{pid}.json")
+    write_json(work.stats(SPLIT, pid), stats)
     return {"pid": pid, "dups": int(sum(dup_reasons.values()))}
 
 
@@ -76,31 +84,44 @@ def _count(table: pa.Table) -> dict[str, int]:
     return {"docs": len(table), "tokens": int(pc.sum(table.column("n_tokens")).as_py() or 0)}
 
 
-def mixing_rates(cfg: DataConfig, train_tokens: dict[str, int]) -> dict[str, float]:
+def train_tokens(cfg: DataConfig, split: Mapping[str, dict[str, Any]]) -> dict[str, int]:
+    """Tokens of the train split per source, from the split stage's stats."""
+    tokens = {name: 0 for name in cfg.sources}
+    for stats in split.values():
+        tokens[stats["source"]] += stats["train"]["tokens"]
+    return tokens
+
+
+def shares(amounts: Mapping[str, float]) -> dict[str, float]:
+    """Each amount as a share of their total (all 0 when the total is 0)."""
+    total = sum(amounts.values()) or 1
+    return {name: amount / total for name, amount in amounts.items()}
+
+
+def target_shares(cfg: DataConfig, train_tokens: Mapping[str, int] | None = None) -> dict[str, float]:
+    """The share of output tokens each source is mixed to: the one definition of the mixture's target.
+
+    By weight: its weight among the sources that have train tokens. By epochs: its train tokens times
+    its epochs among all. Without `train_tokens` (pack on a work dir with no stats.json) every source
+    counts as having data by weight, and the shares by epochs are unknown: 0.
+    """
+    if cfg.mix_by == "weight":
+        has_data = {name: train_tokens is None or bool(train_tokens.get(name)) for name in cfg.sources}
+        return shares({name: src.weight if has_data[name] else 0.0 for name, src in cfg.sources.items()})
+    tokens = train_tokens or {}
+    return shares({name: tokens.get(name, 0) * src.epochs for name, src in cfg.sources.items()})
+
+
+def mixing_rates(cfg: DataConfig, train_tokens: Mapping[str, int]) -> dict[str, float]:
     """Copies per document for each source: below 1 samples down, above 1 repeats."""
     if cfg.mix_by == "epochs":
         return {name: src.epochs for name, src in cfg.sources.items()}
-    available = {name: t for name, t in train_tokens.items() if t > 0}
-    weights = {name: cfg.sources[name].weight for name in available}
-    total_weight = sum(weights.values())
-    total = cfg.total_tokens or sum(available.values())
+    targets = target_shares(cfg, train_tokens)
+    total = cfg.total_tokens or sum(train_tokens.values())
     return {
-        name: (total * weights[name] / total_weight / available[name]) if name in available else 0.0
+        name: total * targets[name] / train_tokens[name] if train_tokens.get(name) else 0.0
         for name in cfg.sources
     }
-
-
-def targets(cfg: DataConfig, train_tokens: dict[str, int], rates: dict[str, float]) -> dict[str, float]:
-    """The target share of output tokens per source."""
-    if cfg.mix_by == "weight":
-        total_weight = sum(src.weight for name, src in cfg.sources.items() if train_tokens.get(name))
-        return {
-            name: (src.weight / total_weight if train_tokens.get(name) else 0.0)
-            for name, src in cfg.sources.items()
-        }
-    planned = {name: train_tokens.get(name, 0) * rates[name] for name in cfg.sources}
-    total = sum(planned.values()) or 1
-    return {name: planned[name] / total for name in cfg.sources}
 
 
 def copies(doc_id: str, rate: float, seed: int) -> int:
@@ -108,14 +129,25 @@ def copies(doc_id: str, rate: float, seed: int) -> int:
     return whole + (1 if unit_hash(seed, "mix", doc_id) < rate - whole else 0)
 
 
-def mix_partition(task: dict, cfg: DataConfig, work_dir: str, rates: dict[str, float]) -> dict:
+def mix_stage(
+    cfg: DataConfig, work: WorkDir, parts: Sequence[Partition], rates: dict[str, float]
+) -> Stage[Partition]:
+    return Stage(
+        MIX,
+        parts,
+        lambda part: mix_partition(part, cfg, work, rates),
+        lambda part: work.stats(MIX, part.pid).exists(),
+    )
+
+
+def mix_partition(part: Partition, cfg: DataConfig, work: WorkDir, rates: dict[str, float]) -> dict[str, Any]:
     """Stage-6 task: sample or repeat one train partition; rows come out in a seeded order.
 
     Output files are named by a hash of (seed, partition) so that reading them in name order
     interleaves the sources instead of reading one source after the other."""
-    work, pid = Path(work_dir), task["pid"]
-    train = pq.read_table(work / "train" / f"{pid}.parquet")
-    rate = rates[task["source"]]
+    pid = part.pid
+    train = pq.read_table(work.train(pid))
+    rate = rates[part.source]
     ids = train.column("id").to_pylist()
     picks, out_ids = [], []
     for row, doc_id in enumerate(ids):
@@ -128,13 +160,13 @@ def mix_partition(task: dict, cfg: DataConfig, work_dir: str, rates: dict[str, f
     mixed = mixed.set_column(0, "id", pa.array([out_ids[i] for i in order], pa.string())).select(
         DOC_SCHEMA.names
     )
-    name = f"part-{int(unit_hash(cfg.seed, 'file', pid) * 2**32):08x}-{pid}.parquet"
-    write_table(mixed, work / "mixed" / name)
+    path = work.mixed(pid, int(unit_hash(cfg.seed, "file", pid) * 2**32))
+    write_table(path, mixed)
     stats = {
         "pid": pid,
-        "source": task["source"],
-        "file": name,
+        "source": part.source,
+        "file": path.name,
         "mixed": {"docs": len(mixed), "tokens": tokens},
     }
-    write_json(stats, work / "stats" / "mix" / f"{pid}.json")
+    write_json(work.stats(MIX, pid), stats)
     return {"pid": pid, "docs": len(mixed)}

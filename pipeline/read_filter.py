@@ -9,14 +9,21 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import tokenizer
-from pipeline.config import SourceConfig
+from common.files import write_json
+from pipeline.config import DataConfig, SourceConfig
 from pipeline.filters import Doc, Filter, build_chain, run_chain
+from pipeline.layout import WorkDir
+from pipeline.plan import Partition
 from pipeline.sources import BadRow, excluded, read_file
-from pipeline.storage import BAD_SCHEMA, FILTERED_SCHEMA, REJECT_SCHEMA, ParquetSink, write_json
+from pipeline.stage import Stage
+from pipeline.storage import BAD_SCHEMA, FILTERED_SCHEMA, REJECT_SCHEMA, ParquetSink
+
+FILTER = "filter"
 
 
 @functools.cache
@@ -61,17 +68,26 @@ def _bad_row(doc_id: str, source: str, path: str, row: int, reason: str, raw: st
     return {"id": doc_id, "source": source, "path": path, "row": row, "reason": reason, "raw": raw}
 
 
+def filter_stage(cfg: DataConfig, work: WorkDir, parts: Sequence[Partition]) -> Stage[Partition]:
+    sources, rejects = cfg.sources, cfg.write_rejects
+    return Stage(
+        FILTER,
+        parts,
+        lambda part: filter_partition(part, sources, work, rejects),
+        lambda part: work.stats(FILTER, part.pid).exists(),
+    )
+
+
 def filter_partition(
-    task: dict[str, Any], sources: dict[str, SourceConfig], work_dir: str, rejects: bool
-) -> dict:
+    part: Partition, sources: dict[str, SourceConfig], work: WorkDir, rejects: bool
+) -> dict[str, Any]:
     """Stage-1 task for one input file; returns (and stores) its stats."""
-    pid, source, path = task["pid"], task["source"], task["path"]
+    pid, source, path = part.pid, part.source, part.path
     cfg = sources[source]
     chain = build_chain(cfg.filters)
-    work = Path(work_dir)
-    kept = ParquetSink(work / "filtered" / f"{pid}.parquet", FILTERED_SCHEMA)
-    dropped = ParquetSink(work / "rejects" / f"{pid}.parquet", REJECT_SCHEMA) if rejects else None
-    bad = ParquetSink(work / "bad" / f"{pid}.parquet", BAD_SCHEMA)
+    kept = ParquetSink(work.filtered(pid), FILTERED_SCHEMA)
+    dropped = ParquetSink(work.rejects(pid), REJECT_SCHEMA) if rejects else None
+    bad = ParquetSink(work.bad(pid), BAD_SCHEMA)
     flow, reasons = Flow(), defaultdict(Counter)
     tail = "/".join(Path(path).parts[-2:])
     for item in read_file(source, path, cfg):
@@ -130,5 +146,5 @@ def filter_partition(
         "reasons": {k: dict(v) for k, v in reasons.items()},
         "kept_docs": kept.count,
     }
-    write_json(stats, work / "stats" / "filter" / f"{pid}.json")
+    write_json(work.stats(FILTER, pid), stats)
     return {"pid": pid, "kept_docs": kept.count, "bad": sum(reasons["bad"].values())}

@@ -4,42 +4,37 @@ bad input, and the mixture's target against what was achieved."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from common.files import atomic_write, write_json, write_text  # noqa: E402
 from pipeline.config import DataConfig  # noqa: E402
-from pipeline.storage import write_json  # noqa: E402
+from pipeline.counts import MIX_STEPS, READ_STEPS, REPORT_STEPS  # noqa: E402
+from pipeline.layout import WorkDir  # noqa: E402
+from pipeline.mix import shares  # noqa: E402
+from pipeline.plan import Plan  # noqa: E402
 
-FILTER_STEPS = ("read", "exclude", "langid", "gopher_repetition", "gopher_quality", "c4", "code")
-
-# The columns of the report, in pipeline order.
-STAGES = (
-    "read",
-    "exclude",
-    "langid",
-    "gopher_repetition",
-    "gopher_quality",
-    "c4",
-    "code",
-    "dedup",
-    "train",
-    "mixed",
-)
+PartitionStats = dict[str, dict[str, Any]]
 
 
 def collect(
-    cfg: DataConfig, plan: dict, filtered: dict, split: dict, mixed: dict, rates: dict, target: dict
+    cfg: DataConfig,
+    plan: Plan,
+    filtered: PartitionStats,
+    split: PartitionStats,
+    mixed: PartitionStats,
+    rates: dict[str, float],
+    targets: dict[str, float],
 ) -> dict[str, Any]:
-    """Sum the per-partition stats into per-source numbers."""
+    """Sum the per-partition stats (by pid, per stage) into per-source numbers."""
     per_source: dict[str, Any] = {}
     for name, src in cfg.sources.items():
-        steps = ["read", "exclude", *[s for s in FILTER_STEPS[2:] if getattr(src.filters, s) is not None]]
-        flow = {s: Counter() for s in [*steps, "dedup", "train", "mixed"]}
+        steps = [*READ_STEPS, *src.filters.enabled()]
+        flow = {s: Counter() for s in [*steps, *MIX_STEPS]}
         reasons: dict[str, Counter] = defaultdict(Counter)
         dups, valid = Counter(), Counter()
         for pid, stats in filtered.items():
@@ -60,13 +55,13 @@ def collect(
             "bad": dict(reasons.get("bad", {})),
             "duplicates": dict(dups),
             "valid": {"docs": valid["docs"], "tokens": valid["tokens"]},
-            "files": sum(1 for p in plan["partitions"] if p["source"] == name),
+            "files": sum(1 for p in plan.partitions if p.source == name),
         }
-    total_mixed = sum(s["stages"]["mixed"]["tokens"] for s in per_source.values()) or 1
+    achieved = shares({name: s["stages"]["mixed"]["tokens"] for name, s in per_source.items()})
     mixture = {
         name: {
-            "target_share": round(target[name], 4),
-            "achieved_share": round(per_source[name]["stages"]["mixed"]["tokens"] / total_mixed, 4),
+            "target_share": round(targets[name], 4),
+            "achieved_share": round(achieved[name], 4),
             "rate": round(rates[name], 4),
         }
         for name in cfg.sources
@@ -75,22 +70,31 @@ def collect(
         "sources": per_source,
         "mixture": mixture,
         "mix_by": cfg.mix_by,
-        "missing_inputs": plan["missing"],
+        "missing_inputs": list(plan.missing),
     }
 
 
-def write_report(cfg: DataConfig, plan, filtered, split, mixed, rates, target) -> dict[str, Any]:
-    work = Path(cfg.work_dir)
-    stats = collect(cfg, plan, filtered, split, mixed, rates, target)
-    write_json(stats, work / "stats.json")
-    (work / "report.md").write_text(_markdown(stats), encoding="utf-8")
-    _chart(stats, work / "report.png")
+def write_report(
+    cfg: DataConfig,
+    plan: Plan,
+    filtered: PartitionStats,
+    split: PartitionStats,
+    mixed: PartitionStats,
+    rates: dict[str, float],
+    targets: dict[str, float],
+) -> dict[str, Any]:
+    """Write stats.json, report.md and report.png; returns the stats."""
+    work = WorkDir(cfg.work_dir)
+    stats = collect(cfg, plan, filtered, split, mixed, rates, targets)
+    write_json(work.stats_json, stats)
+    write_text(work.report_md, _markdown(stats))
+    atomic_write(work.report_png, lambda f: _chart(stats, f))
     return stats
 
 
 def _markdown(stats: dict[str, Any]) -> str:
     lines = ["# Data pipeline report", "", "## Documents (tokens) per source after each stage", ""]
-    stages = STAGES
+    stages = REPORT_STEPS
     lines += ["| source | " + " | ".join(stages) + " |", "|---" * (len(stages) + 1) + "|"]
     for name, s in stats["sources"].items():
         cells = [
@@ -129,8 +133,8 @@ def _markdown(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _chart(stats: dict[str, Any], path: Path) -> None:
-    stages = STAGES
+def _chart(stats: dict[str, Any], out: IO[bytes]) -> None:
+    stages = REPORT_STEPS
     fig, axes = plt.subplots(1, 2, figsize=(14, 5))
     for ax, unit in zip(axes, ("docs", "tokens"), strict=True):
         for name, s in stats["sources"].items():
@@ -142,7 +146,5 @@ def _chart(stats: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    fig.savefig(out, format="png", dpi=100)
     plt.close(fig)
-    tmp.replace(path)

@@ -1,25 +1,27 @@
-"""Packed shards: the contract between the data pipeline and the trainer (see DESIGN.md).
+"""Packed shards: the contract between the data pipeline and the trainer (see docs/design.md).
 
 A shard folder holds Arrow IPC files `shard-00000.arrow`, ... with one column `input_ids` of type
 `fixed_size_list<int32>[seq_len + 1]`, and a `manifest.json` that lists every shard with its rows,
-tokens and sha256. Writers use `write_shard` and `write_manifest` (both atomic); readers use `ShardSet`,
-which verifies the manifest and the files and then serves rows from memory-mapped files.
+tokens and sha256. Writers use `write_shard` and `write_manifest` (both atomic, through `common.files`);
+readers use `ShardSet`, which verifies the manifest and the files and then serves rows from
+memory-mapped files.
 
-This module is deliberately light (pyarrow, numpy, pydantic): the trainer imports it.
+This module is deliberately light (pyarrow, numpy, pydantic, common.files): the trainer imports it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from common.files import atomic_write, write_text
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -59,7 +61,9 @@ class Manifest(_Model):
     valid: str | None = None
     # Tokens lost to the at-most-one partial row per writer (dropped or padded).
     partial_row_tokens: int = 0
-    # Per source: per stage ("read", "filtered", "dedup", "mixed", "packed"): {"docs": n, "tokens": n}.
+    # Per source, per counting step in pipeline order (`pipeline.counts.ALL_STEPS`: "read", "exclude",
+    # each enabled filter, "dedup", "train", "mixed", "tokenized", "empty", "packed"):
+    # {"docs": n, "tokens": n}.
     sources: dict[str, dict[str, dict[str, int]]] = {}
     # Per source: {"target": share, "achieved": share} of output tokens.
     mixture: dict[str, dict[str, float]] = {}
@@ -89,24 +93,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through `write(file)` to a temporary name, fsync, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def write_shard(path: str | Path, rows: np.ndarray) -> ShardInfo:
     """Write `rows` (int32 [n, seq_len + 1]) as one Arrow IPC shard, atomically."""
     path = Path(path)
@@ -117,19 +103,18 @@ def write_shard(path: str | Path, rows: np.ndarray) -> ShardInfo:
     column = pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1), type=pa.int32()), width)
     batch = pa.record_batch([column], schema=schema(width - 1))
 
-    def write(f: Any) -> None:
+    def write(f: IO[bytes]) -> None:
         with pa.ipc.new_file(f, batch.schema) as writer:
             writer.write_batch(batch)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return ShardInfo(file=path.name, rows=rows.shape[0], tokens=rows.size, sha256=file_sha256(path))
 
 
 def write_manifest(folder: str | Path, manifest: Manifest) -> Path:
     path = Path(folder) / MANIFEST
     text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-    _atomic_write(path, lambda f: f.write(text.encode()))
-    return path
+    return write_text(path, text)
 
 
 def read_manifest(folder: str | Path) -> Manifest:

@@ -41,14 +41,37 @@ class BadRow:
     raw: str = ""
 
 
-# Per reader: the text field, the metadata fields kept, and the language when the layout implies one.
-_TEXT_FIELD = {"refinedweb": "content", "starcoder": "content"}
-_META_FIELDS = {
-    "refinedweb": ("url", "timestamp", "dump", "segment"),
-    "redpajama": ("meta", "red_pajama_subset"),
-    "pile": ("meta",),
-    "starcoder": ("max_stars_repo_name", "max_stars_repo_path", "max_stars_count", "id"),
-    "culturax": ("url", "timestamp", "source"),
+@dataclass(frozen=True)
+class Reader:
+    """How one upstream corpus lays out a document (the table in docs/design.md)."""
+
+    text_field: str
+    meta_fields: tuple[str, ...]
+    # Code is not language-identified and may be turned into fill-in-the-middle form when packed.
+    is_code: bool = False
+    # The folder holding the file names the language (one folder per language upstream).
+    language_from_folder: bool = False
+    # The upstream field whose value makes a stable document id, if any.
+    id_field: str | None = None
+
+    @property
+    def lang(self) -> str:
+        """A document's language before language ID: "code" for code, else unknown ("")."""
+        return "code" if self.is_code else ""
+
+
+READERS: dict[str, Reader] = {
+    "refinedweb": Reader("content", ("url", "timestamp", "dump", "segment")),
+    "redpajama": Reader("text", ("meta", "red_pajama_subset")),
+    "pile": Reader("text", ("meta",)),
+    "starcoder": Reader(
+        "content",
+        ("max_stars_repo_name", "max_stars_repo_path", "max_stars_count", "id"),
+        is_code=True,
+        language_from_folder=True,
+        id_field="id",
+    ),
+    "culturax": Reader("text", ("url", "timestamp", "source"), language_from_folder=True),
 }
 
 
@@ -138,28 +161,22 @@ def _json_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
 def _normalize(
     source: str, row: dict[str, Any], index: int, tail: str, path: str, cfg: SourceConfig
 ) -> Record | BadRow:
-    reader = cfg.reader
-    field = _TEXT_FIELD.get(reader, "text")
-    text = row.get(field)
+    reader = READERS[cfg.reader]
+    text = row.get(reader.text_field)
     if not isinstance(text, str):
-        return BadRow(index, f"wrong schema: `{field}` is {type(text).__name__}, not a string")
+        return BadRow(index, f"wrong schema: `{reader.text_field}` is {type(text).__name__}, not a string")
     if not text.strip():
         return BadRow(index, "empty document")
     if len(text) > cfg.max_doc_chars:
         return BadRow(index, f"huge document: {len(text)} chars > max_doc_chars {cfg.max_doc_chars}")
-    meta = {k: row[k] for k in _META_FIELDS[reader] if row.get(k) is not None}
+    meta = {k: row[k] for k in reader.meta_fields if row.get(k) is not None}
     if isinstance(meta.get("meta"), str):  # RedPajama through HF datasets stores meta as a JSON string
         try:
             meta["meta"] = json.loads(meta["meta"])
         except json.JSONDecodeError:
             return BadRow(index, "wrong schema: `meta` is not valid JSON")
-    lang = ""
-    if reader == "starcoder":
-        # StarCoderData keeps one directory per programming language; natural language is not identified.
+    if reader.language_from_folder:
         meta["language"] = PurePosixPath(path).parent.name
-        lang = "code"
-    elif reader == "culturax":
-        meta["language"] = PurePosixPath(path).parent.name
-    upstream = row.get("id") if reader == "starcoder" else None
+    upstream = row.get(reader.id_field) if reader.id_field else None
     doc_id = f"{source}/{upstream}" if upstream else f"{source}/{tail}#{index}"
-    return Record(doc_id, text, lang, meta)
+    return Record(doc_id, text, reader.lang, meta)

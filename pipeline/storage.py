@@ -1,45 +1,18 @@
-"""Atomic files: every output is written under a temporary name, fsynced, then renamed into place.
+"""Parquet outputs of the stages and their schemas, written atomically through `common.files`.
 
 A partition's stats file is written last, so its presence marks the partition as finished: a killed
-run leaves at most temporary files, which the re-run overwrites.
+run leaves at most temporary files, which the re-run removes.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_json(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
-    _publish(tmp, path)
-
-
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+from common.files import atomic_write, publish, temporary_path
 
 
 class ParquetSink:
@@ -49,7 +22,7 @@ class ParquetSink:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.schema, self.batch_rows = schema, batch_rows
-        self.tmp = _tmp(self.path)
+        self.tmp = temporary_path(self.path)
         self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
         self.rows: list[dict[str, Any]] = []
         self.count = 0
@@ -60,6 +33,12 @@ class ParquetSink:
         if len(self.rows) >= self.batch_rows:
             self._flush()
 
+    def add_table(self, table: pa.Table) -> None:
+        """Append a whole table, after the rows added so far."""
+        self._flush()
+        self.writer.write_table(table)
+        self.count += len(table)
+
     def _flush(self) -> None:
         if self.rows:
             self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
@@ -68,18 +47,14 @@ class ParquetSink:
     def close(self) -> None:
         self._flush()
         self.writer.close()
-        _publish(self.tmp, self.path)
+        publish(self.tmp, self.path)
 
 
-def write_table(table: pa.Table, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    pq.write_table(table, tmp, compression="zstd")
-    _publish(tmp, path)
+def write_table(path: str | Path, table: pa.Table) -> None:
+    atomic_write(path, lambda f: pq.write_table(table, f, compression="zstd"))
 
 
-# The normalized document schema (DESIGN.md) and the columns the stages add to it.
+# The normalized document schema (docs/design.md) and the columns the stages add to it.
 DOC_SCHEMA = pa.schema(
     [
         ("id", pa.string()),

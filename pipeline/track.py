@@ -1,4 +1,5 @@
-"""MLflow run of a data job: what went in (the config), what came out (counts, the manifest).
+"""What a pack job reports: its MLflow run (what went in, the config; what came out, counts and the
+manifest) and the summary it prints.
 
 The store is the one training uses: `MLFLOW_TRACKING_URI` when set, else the sqlite database in
 ./mlruns with artifacts beside it. A training run tagged with a manifest hash finds the data run
@@ -64,3 +65,22 @@ def log_data_run(
             tracker.log_artifact(path)
     tracker.finish()
     return tracker.uri, tracker.run_id
+
+
+def summary(out: Path, m: Manifest, valid: Manifest | None, digest: str, skipped: bool) -> str:
+    """The lines `python -m pipeline pack` prints: the shards, the validation split, the mixture."""
+    state = "already complete for this config and inputs, nothing to do" if skipped else "written"
+    lines = [
+        f"[pack] {out}: {state}",
+        f"[pack] {len(m.shards)} shards, {m.rows:,} rows of {m.seq_len + 1} tokens, {m.tokens:,} tokens "
+        f"({m.partial_row_tokens:,} lost to partial rows), manifest sha256 {digest[:16]}",
+    ]
+    if valid is not None:
+        lines.append(f"[pack] validation: {out / m.valid}: {valid.rows:,} rows, {valid.tokens:,} tokens")
+    lines.append(f"[pack] {'source':<12} {'docs':>9} {'tokens':>13} {'share':>7} {'target':>7}")
+    for name, shares in m.mixture.items():
+        packed = m.sources.get(name, {}).get("packed", {"docs": 0, "tokens": 0})
+        target = f"{shares['target']:7.3f}" if "target" in shares else "      -"
+        docs, tokens = packed["docs"], packed["tokens"]
+        lines.append(f"[pack] {name:<12} {docs:>9,} {tokens:>13,} {shares['achieved']:7.3f} {target}")
+    return "\n".join(lines)

@@ -26,6 +26,9 @@ from mlflow import MlflowClient
 import tokenizer
 from pipeline import pack as P
 from pipeline.config import DataConfig
+from pipeline.describe import describe
+from pipeline.encode import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, Encode
+from pipeline.packing import finished_windows, pack_window
 from pipeline.shards import ShardSet, manifest_hash, read_manifest
 
 EOT = tokenizer.EOT_ID
@@ -179,6 +182,16 @@ def test_validation_split_is_packed_apart(job, corpus):
     assert read_manifest(out / "valid").partial_row_tokens < cfg.pack.seq_len + 1  # padded, never dropped
 
 
+def test_inspect_shows_the_manifest_in_pipeline_order(job):
+    _, out, manifest, _ = job
+    text = describe(out, rows=1)
+    assert f"{len(manifest.shards)} shards, {manifest.rows:,} rows" in text
+    web = next(line for line in text.splitlines() if line.strip().startswith("web:"))
+    steps = [cell.split()[0] for cell in web.split(":", 1)[1].split(", ")]
+    assert steps == ["read", "tokenized", "empty", "packed"]
+    assert "row 0 (" in text
+
+
 def test_rerun_skips_and_resume_is_byte_identical(job, ray_local, corpus, tmp_path):
     cfg, out, manifest, _ = job
     mtimes = [(out / s.file).stat().st_mtime_ns for s in manifest.shards]
@@ -193,10 +206,10 @@ def test_rerun_skips_and_resume_is_byte_identical(job, ray_local, corpus, tmp_pa
     src = Path(cfg.work_dir) / "mixed"
     files, n_windows, state = P.plan_split(src, cfg2, "pad")
     P.start_or_resume(other, state)
-    encoded = P.Encode(cfg2.seed, n_windows, ["code"], 0.0, 0.5).encode(pq.read_table(src))
+    encoded = Encode(cfg2.seed, n_windows, ["code"], 0.0, 0.5).encode(pq.read_table(src))
     window0 = encoded.filter(pc.equal(encoded.column("window"), 0))
-    P.pack_window(window0, str(other / P.PARTS), cfg2.pack.seq_len, cfg2.pack.rows_per_shard, "pad")
-    assert set(P.finished_windows(other / P.PARTS, n_windows)) == {0}
+    pack_window(window0, str(other / P.PARTS), cfg2.pack.seq_len, cfg2.pack.rows_per_shard, "pad")
+    assert set(finished_windows(other / P.PARTS, n_windows)) == {0}
     part0 = other / P.PARTS / "w000000-00000.arrow"
     before = part0.stat().st_mtime_ns
     time.sleep(0.01)
@@ -209,13 +222,13 @@ def test_rerun_skips_and_resume_is_byte_identical(job, ray_local, corpus, tmp_pa
 def test_partial_row_dropped_or_padded_and_its_cost_recorded(corpus, tmp_path):
     work, mixed, _ = corpus
     enc = tokenizer.load()
-    encoded = P.Encode(1234, 1, [], 0.0, 0.5).encode(pq.read_table(work / "mixed"))
+    encoded = Encode(1234, 1, [], 0.0, 0.5).encode(pq.read_table(work / "mixed"))
     total = sum(len(enc.encode_ordinary(d["text"])) + 1 for d in mixed if d["text"])
     width = 32
     records = {}
     for mode in ("pad", "drop"):
         (tmp_path / mode).mkdir()
-        P.pack_window(encoded, str(tmp_path / mode), width - 1, 4, mode)
+        pack_window(encoded, str(tmp_path / mode), width - 1, 4, mode)
         records[mode] = json.loads((tmp_path / mode / "w000000.json").read_text())
     pad, drop = records["pad"], records["drop"]
     assert drop["partial_row_tokens"] == total % width and pad["partial_row_tokens"] == -total % width
@@ -244,10 +257,10 @@ def test_fim_transform_keeps_every_character_of_code_documents():
     docs = make_docs("f", 300, seed=3)
     table = pa.Table.from_pylist(docs)
     enc = tokenizer.load()
-    encoded = P.Encode(7, 1, ["code"], fim_rate=1.0, fim_spm_rate=0.5).encode(table)
-    again = P.Encode(7, 1, ["code"], fim_rate=1.0, fim_spm_rate=0.5).encode(table)
+    encoded = Encode(7, 1, ["code"], fim_rate=1.0, fim_spm_rate=0.5).encode(table)
+    again = Encode(7, 1, ["code"], fim_rate=1.0, fim_spm_rate=0.5).encode(table)
     assert encoded.column("tokens").to_pylist() == again.column("tokens").to_pylist()
-    pre, mid, suf = P.FIM_PREFIX, P.FIM_MIDDLE, P.FIM_SUFFIX
+    pre, mid, suf = FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX
     orders = set()
     for doc, ids in zip(docs, encoded.column("tokens").to_pylist(), strict=True):
         assert ids[-1] == EOT and EOT not in ids[:-1]
@@ -270,7 +283,7 @@ def test_fim_transform_keeps_every_character_of_code_documents():
             orders.add("psm")
         assert text == doc["text"]
     assert orders == {"psm", "spm"}
-    partial = P.Encode(7, 1, ["code"], fim_rate=0.3, fim_spm_rate=0.5).encode(table)
+    partial = Encode(7, 1, ["code"], fim_rate=0.3, fim_spm_rate=0.5).encode(table)
     code = [
         ids
         for d, ids in zip(docs, partial.column("tokens").to_pylist(), strict=True)

@@ -3,6 +3,7 @@ partition counts, and resumed after a crash part-way through its steps."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ import pytest
 import ray
 
 from pipeline.dedup import BAND, EDGE_SCHEMA, EXACT, components, node_id
-from pipeline.run import run_stage
+from pipeline.layout import WorkDir
+from pipeline.stage import Stage, run_on_ray
 from pipeline.storage import write_table
 
 
@@ -57,7 +59,7 @@ def write_buckets(edges: list[tuple[int, int, int]], work: Path, buckets: int) -
         table = pa.table(
             dict(zip(EDGE_SCHEMA.names, zip(*rows, strict=True), strict=True)), schema=EDGE_SCHEMA
         )
-        write_table(table, work / "dedup" / "edges" / f"b{j:05d}.parquet")
+        write_table(WorkDir(work).edges(j), table)
 
 
 def dropped(work: Path) -> dict[int, tuple[int, str]]:
@@ -69,7 +71,7 @@ def dropped(work: Path) -> dict[int, tuple[int, str]]:
 def test_components_match_union_find(tmp_path, partitions):
     edges = random_graph(seed=partitions)
     write_buckets(edges, tmp_path, buckets=3)
-    result = components({"partitions": partitions}, str(tmp_path))
+    result = components(WorkDir(tmp_path), partitions)
     expected = union_find_roots(edges)
     assert dropped(tmp_path) == expected
     assert result["duplicates"] == len(expected)
@@ -87,26 +89,26 @@ def test_components_resume_after_a_crash_on_ray(tmp_path):
     write_buckets(edges, tmp_path, buckets=2)
     ran: list[tuple[str, int]] = []
 
-    def crashing(name, tasks, fn, is_done):
-        todo = [t for t in tasks if not is_done(t)]
+    def crashing(stage: Stage) -> None:
+        todo = stage.todo()
         if len(ran) == 5:  # the sixth stage dies after two of its partitions
-            run_stage(name, todo[:2], fn, is_done)
-            raise Crash(name)
-        ran.append((name, len(todo)))
-        run_stage(name, tasks, fn, is_done)
+            run_on_ray(dataclasses.replace(stage, tasks=todo[:2]))
+            raise Crash(stage.name)
+        ran.append((stage.name, len(todo)))
+        run_on_ray(stage)
 
-    def recording(name, tasks, fn, is_done):
-        ran.append((name, len([t for t in tasks if not is_done(t)])))
-        run_stage(name, tasks, fn, is_done)
+    def recording(stage: Stage) -> None:
+        ran.append((stage.name, len(stage.todo())))
+        run_on_ray(stage)
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         with pytest.raises(Crash) as crash:
-            components({"partitions": 5}, str(tmp_path), crashing)
+            components(WorkDir(tmp_path), 5, crashing)
         assert not (tmp_path / "dedup" / "dropped.parquet").exists()
         first = len(ran)
-        components({"partitions": 5}, str(tmp_path), recording)
+        components(WorkDir(tmp_path), 5, recording)
     finally:
         ray.shutdown()
     # The resumed run starts at the step that crashed, with only its unfinished partitions.

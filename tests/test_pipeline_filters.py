@@ -1,4 +1,4 @@
-"""Filter rules against datatrove's implementations (REFERENCE.md 1c), language ID, and MinHash.
+"""Filter rules against datatrove's implementations of the same papers, language ID, and MinHash.
 
 No Ray here: these are the pure steps that the Ray stages call.
 """
@@ -6,6 +6,7 @@ No Ray here: these are the pure steps that the Ray stages call.
 from __future__ import annotations
 
 import json
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -13,21 +14,27 @@ import pytest
 from pipeline.config import (
     C4Config,
     CodeConfig,
+    DataConfig,
     DedupConfig,
+    FiltersConfig,
     GopherQualityConfig,
     GopherRepetitionConfig,
     LangIdConfig,
+    ReaderName,
 )
 from pipeline.dedup import minhash
 from pipeline.filters import (
+    FILTERS,
     C4QualityFilter,
     CodeFilter,
     Doc,
     GopherQualityFilter,
     GopherRepetitionFilter,
     LangIdFilter,
+    build_chain,
 )
-from pipeline.mix import copies, in_valid
+from pipeline.mix import copies, in_valid, mixing_rates, target_shares
+from pipeline.sources import READERS
 from pipeline.text import normalize_for_dedup, split_words
 
 SENTENCES = [
@@ -238,3 +245,28 @@ def test_readers_take_fsspec_urls_and_native_formats():
         (1, "wrong schema"),
         (2, "malformed json"),
     ]
+
+
+def test_filter_order_and_reader_table_are_defined_once():
+    # Every config section has its filter, and the chain runs in the order of FiltersConfig's fields.
+    assert list(FILTERS) == list(FiltersConfig.model_fields)
+    sections = FiltersConfig(code=CodeConfig(), langid=LangIdConfig(languages=["en"]), c4=C4Config())
+    assert [f.name for f in build_chain(sections)] == ["langid", "c4", "code"]
+    # The config accepts exactly the readers of the table.
+    assert set(get_args(ReaderName)) == set(READERS)
+    assert [name for name, r in READERS.items() if r.is_code] == ["starcoder"]
+
+
+def test_target_shares_and_rates_agree():
+    sources = {
+        name: {"reader": "pile", "paths": ["unused"], "weight": weight}
+        for name, weight in (("a", 3.0), ("b", 1.0), ("empty", 4.0))
+    }
+    cfg = DataConfig.model_validate({"sources": sources, "total_tokens": 1000})
+    tokens = {"a": 200, "b": 2000, "empty": 0}
+    # A source without train tokens gets no share, and the others share its weight.
+    assert target_shares(cfg, tokens) == {"a": 0.75, "b": 0.25, "empty": 0.0}
+    rates = mixing_rates(cfg, tokens)
+    assert {n: tokens[n] * rates[n] for n in tokens} == pytest.approx({"a": 750, "b": 250, "empty": 0})
+    # Before the train tokens are counted (pack without stats.json): the configured weights.
+    assert target_shares(cfg) == {"a": 0.375, "b": 0.125, "empty": 0.5}

@@ -20,7 +20,9 @@ from common import config as configs
 from pipeline.config import DataConfig
 from pipeline.dedup import EDGE_SCHEMA, bucket_partition, components, signature_partition
 from pipeline.explain import explain
-from pipeline.run import make_plan, run
+from pipeline.layout import WorkDir
+from pipeline.plan import make_plan
+from pipeline.run import run
 from pipeline.storage import DOC_SCHEMA, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,17 +120,18 @@ def test_dedup_stages_are_partition_independent(tmp_path):
     from pipeline.read_filter import filter_partition  # runs one input file, no Ray needed
 
     cfg = sample_config(tmp_path / "work")
+    work = WorkDir(cfg.work_dir)
     plan = make_plan(cfg)
-    picked = [p for p in plan["partitions"] if p["source"] in ("refinedweb", "pile")]
+    picked = [p for p in plan.partitions if p.source in ("refinedweb", "pile")]
     for p in picked:
-        filter_partition(p, cfg.sources, cfg.work_dir, rejects=False)
+        filter_partition(p, cfg.sources, work, rejects=False)
     results = []
     for buckets in (1, 5):
         for p in picked:
-            signature_partition(p, cfg.dedup, cfg.work_dir, buckets)
+            signature_partition(p, cfg.dedup, work, buckets)
         for j in range(buckets):
-            bucket_partition({"bucket": j}, cfg.work_dir)
-        components({}, cfg.work_dir)
+            bucket_partition(j, work)
+        components(work)
         dedup = Path(cfg.work_dir) / "dedup"
         results.append(pq.read_table(dedup / "dropped.parquet").sort_by("node").to_pylist())
         for f in dedup.rglob("*.parquet"):
@@ -137,7 +140,7 @@ def test_dedup_stages_are_partition_independent(tmp_path):
     reasons = {r["reason"] for r in results[0]}
     assert reasons == {"exact_dup", "near_dup"}
     # The refinedweb copy (earliest source) survives its near duplicate in the Pile.
-    pile_index = next(p["index"] for p in picked if p["source"] == "pile")
+    pile_index = next(p.index for p in picked if p.source == "pile")
     near = [r for r in results[0] if r["node"] >> 32 == pile_index]
     assert near and all(r["root"] >> 32 < pile_index for r in near)
 
@@ -147,8 +150,8 @@ def test_components_link_chains_to_their_smallest_node(tmp_path):
     chain = [(n, n - 1) for n in range(11, 51)][::-1]
     node, root = zip(*[*chain, (7, 3)], strict=True)
     edges = pa.table({"node": node, "root": root, "kind": [1] * len(node)}, schema=EDGE_SCHEMA)
-    write_table(edges, tmp_path / "dedup" / "edges" / "b00000.parquet")
-    components({}, str(tmp_path))
+    write_table(WorkDir(tmp_path).edges(0), edges)
+    components(WorkDir(tmp_path))
     dropped = pq.read_table(tmp_path / "dedup" / "dropped.parquet").to_pylist()
     assert {r["node"]: r["root"] for r in dropped} == {**{n: 10 for n in range(11, 51)}, 7: 3}
     assert {r["reason"] for r in dropped} == {"near_dup"}
@@ -234,6 +237,18 @@ def test_killed_run_resumes_to_the_same_output(ray_local, sample_run, tmp_path):
     stats = json.loads((remixed / "stats.json").read_text())
     assert stats["mixture"]["pile"]["achieved_share"] == pytest.approx(0.4 / 1.25, abs=0.03)
     assert filtered_mtimes == {f: f.stat().st_mtime_ns for f in (resumed / "filtered").glob("*.parquet")}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["run", str(SAMPLE)], ["pack", str(SAMPLE)], ["explain", "--source", "refinedweb", os.devnull]],
+)
+def test_malformed_override_is_a_one_line_error(command):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", *command, "--set", "foo"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == ["error: --set 'foo': expected KEY=VALUE"], result.stderr
 
 
 def test_explain_cli_matches_the_job(tmp_path):

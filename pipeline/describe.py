@@ -5,11 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import tokenizer
+from pipeline.counts import ALL_STEPS
 from pipeline.shards import ShardSet, manifest_hash
-
-# manifest.json is written with sorted keys; show the stages in the order the pipeline runs them.
-STAGES = ("read", "exclude", "langid", "gopher_repetition", "gopher_quality", "c4", "code", "dedup", "train")
-STAGES += ("mixed", "tokenized", "empty", "packed")
 
 
 def describe(folder: str | Path, rows: int = 3, chars: int = 400) -> str:
@@ -25,7 +22,8 @@ def describe(folder: str | Path, rows: int = 3, chars: int = 400) -> str:
         "  per source and stage, documents / tokens:",
     ]
     for source, stages in m.sources.items():
-        order = sorted(stages, key=lambda s: STAGES.index(s) if s in STAGES else len(STAGES))
+        # manifest.json is written with sorted keys; show the steps in the order the pipeline runs them.
+        order = sorted(stages, key=lambda s: ALL_STEPS.index(s) if s in ALL_STEPS else len(ALL_STEPS))
         cells = ", ".join(f"{s} {stages[s]['docs']:,}/{stages[s]['tokens']:,}" for s in order)
         lines.append(f"    {source}: {cells}")
     if m.mixture:

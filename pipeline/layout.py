@@ -1,0 +1,176 @@
+"""Every path under `work_dir` (docs/design.md, "The work dir"): no other module builds them.
+
+A partition `<pid>` is one input file; the stages that keep per-partition stats ("filter", "split",
+"mix") write `stats/<stage>/<pid>.json` last, so its presence marks the partition done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.files import read_json
+
+# The outputs of the split and mix stages: a change of the split or mixture settings removes them.
+_MIX_OUTPUTS = ("train", "valid", "dups", "mixed", "stats/split", "stats/mix", "_SUCCESS.json")
+
+
+@dataclass(frozen=True)
+class WorkDir:
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def plan(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def success(self) -> Path:
+        return self.root / "_SUCCESS.json"
+
+    @property
+    def stats_json(self) -> Path:
+        return self.root / "stats.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_png(self) -> Path:
+        return self.root / "report.png"
+
+    def stats(self, stage: str, pid: str) -> Path:
+        return self.root / "stats" / stage / f"{pid}.json"
+
+    def read_stats(self, stage: str, pids: list[str]) -> dict[str, dict[str, Any]]:
+        """The stats of every partition of a finished stage, by pid."""
+        return {pid: read_json(self.stats(stage, pid)) for pid in pids}
+
+    def filtered(self, pid: str) -> Path:
+        return self.root / "filtered" / f"{pid}.parquet"
+
+    def rejects(self, pid: str) -> Path:
+        return self.root / "rejects" / f"{pid}.parquet"
+
+    def bad(self, pid: str) -> Path:
+        return self.root / "bad" / f"{pid}.parquet"
+
+    def dups(self, pid: str) -> Path:
+        return self.root / "dups" / f"{pid}.parquet"
+
+    def train(self, pid: str) -> Path:
+        return self.root / "train" / f"{pid}.parquet"
+
+    @property
+    def valid_dir(self) -> Path:
+        return self.root / "valid"
+
+    def valid(self, pid: str) -> Path:
+        return self.valid_dir / f"{pid}.parquet"
+
+    @property
+    def mixed_dir(self) -> Path:
+        return self.root / "mixed"
+
+    def mixed(self, pid: str, key: int) -> Path:
+        """Named by a seeded hash `key` first, so that name order interleaves the sources."""
+        return self.mixed_dir / f"part-{key:08x}-{pid}.parquet"
+
+    def mix_outputs(self) -> list[Path]:
+        return [self.root / name for name in _MIX_OUTPUTS]
+
+    def signatures(self, pid: str, bucket: int) -> Path:
+        """The keys of partition `pid` that fall in bucket partition `bucket`."""
+        return self.root / "dedup" / "sig" / pid / _bucket_file(bucket)
+
+    def signatures_done(self, pid: str) -> Path:
+        return self.root / "dedup" / "sig" / pid / _DONE
+
+    def bucket_signatures(self, bucket: int) -> list[Path]:
+        """The signature files of every partition for one bucket partition."""
+        return sorted((self.root / "dedup" / "sig").glob(f"*/{_bucket_file(bucket)}"))
+
+    def edges(self, bucket: int) -> Path:
+        return self.root / "dedup" / "edges" / _bucket_file(bucket)
+
+    def edge_files(self) -> list[Path]:
+        return sorted((self.root / "dedup" / "edges").glob("b*.parquet"))
+
+    @property
+    def dropped(self) -> Path:
+        return self.root / "dedup" / "dropped.parquet"
+
+    @property
+    def components(self) -> ComponentsDir:
+        return ComponentsDir(self.root / "dedup" / "cc")
+
+
+@dataclass(frozen=True)
+class ComponentsDir:
+    """`dedup/cc`: the connected-components steps, removed when the components are done.
+
+    Step k's input is `s<k>/<producer>/p<j>.parquet`: every producer task scatters its node pairs into
+    node partitions j and writes `s<k>/<producer>/_DONE.json` last.
+    """
+
+    root: Path
+
+    @property
+    def layout(self) -> Path:
+        return self.root / "_LAYOUT.json"
+
+    def step(self, step: int) -> Path:
+        return self.root / f"s{step:03d}"
+
+    def steps(self) -> dict[int, Path]:
+        """The step folders present, by step number."""
+        return {int(path.name[1:]): path for path in self.root.glob("s*")}
+
+    def output(self, step: int, producer: str) -> Path:
+        """The folder a producer (an edge file's stem, or a node partition) scatters into."""
+        return self.step(step) / producer
+
+    def done(self, step: int, producer: str) -> Path:
+        return self.output(step, producer) / _DONE
+
+    def done_markers(self, step: int) -> list[Path]:
+        return sorted(self.step(step).glob(f"*/{_DONE}"))
+
+    def exact(self, producer: str) -> Path:
+        """The nodes of exact-duplicate edges, scattered like the pairs, for the drop reason."""
+        return self.root / "exact" / producer
+
+    def roots(self, part: int) -> Path:
+        return self.root / "roots" / _part_file(part)
+
+    @staticmethod
+    def producer(part: int) -> str:
+        return f"p{part:05d}"
+
+    @staticmethod
+    def part(folder: Path, part: int) -> Path:
+        """Node partition `part` of one producer's output."""
+        return folder / _part_file(part)
+
+    @staticmethod
+    def parts(folder: Path, part: int) -> list[Path]:
+        """Node partition `part` of every producer under `folder` (a step folder)."""
+        return sorted(folder.glob(f"*/{_part_file(part)}"))
+
+    def exact_parts(self, part: int) -> list[Path]:
+        return self.parts(self.root / "exact", part)
+
+
+_DONE = "_DONE.json"
+
+
+def _bucket_file(bucket: int) -> str:
+    return f"b{bucket:05d}.parquet"
+
+
+def _part_file(part: int) -> str:
+    return f"p{part:05d}.parquet"
