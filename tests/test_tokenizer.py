@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -216,6 +217,13 @@ def test_cli_info_and_export(tmp_path):
     info = json.loads(run_cli("info").stdout)
     assert info["n_vocab"] == 100_289 and info["padded_vocab"] == 100_352
     assert info["ranks_sha256"] == CL100K_SHA256 and len(info["fingerprint"]) == 64
+    assert (info["engine"], info["engine_version"]) == ("fastokens", importlib.metadata.version("fastokens"))
+    reference = json.loads(run_cli("--engine", "tiktoken", "info").stdout)
+    assert (reference["engine"], reference["engine_version"]) == (
+        "tiktoken",
+        importlib.metadata.version("tiktoken"),
+    )
+    assert reference["fingerprint"] == info["fingerprint"]
     out = run_cli("export-hf", str(tmp_path / "tok"))
     assert out.returncode == 0, out.stderr
     assert {"tokenizer.json", "tokenizer_config.json", "arcade100k.tiktoken"} <= {

@@ -11,15 +11,18 @@ from tokenizer.core import (
     TokenizerFileError,
     load,
 )
+from tokenizer.engines import ENGINE_CHOICES, TokenizerEngineError
 
 __all__ = [
     "Arcade100k",
+    "ENGINE_CHOICES",
     "EOT_ID",
     "NAME",
     "N_VOCAB",
     "PADDED_VOCAB",
     "PAT_STR",
     "SPECIAL_TOKENS",
+    "TokenizerEngineError",
     "TokenizerFileError",
     "load",
 ]

@@ -3,7 +3,8 @@
 echo "text" | python -m tokenizer encode      # JSON list of ids, as the pipeline encodes a document
 echo "[9906, 1917]" | python -m tokenizer decode
 python -m tokenizer export-hf DIR              # a folder AutoTokenizer.from_pretrained loads
-python -m tokenizer info                       # vocabulary facts and hashes
+python -m tokenizer info                       # vocabulary facts, hashes, encoding engine
+python -m tokenizer --engine tiktoken encode   # any command on a given engine (default: auto)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tokenizer.core import (
     cl100k_ranks_path,
     load,
 )
+from tokenizer.engines import ENGINE_CHOICES, TokenizerEngineError
 
 
 def encode(enc: Arcade100k, _: argparse.Namespace) -> None:
@@ -70,17 +72,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--ranks", type=Path, help="an arcade100k.tiktoken file (default: the pinned cl100k_base)"
     )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINE_CHOICES,
+        default="auto",
+        help="the encoder (default: fastokens if it passes its self-check)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("encode", help="UTF-8 text on stdin -> JSON ids on stdout (no special tokens)")
     commands.add_parser("decode", help="JSON ids on stdin -> text on stdout")
     commands.add_parser("export-hf", help="write a Hugging Face tokenizer folder").add_argument(
         "dir", type=Path
     )
-    commands.add_parser("info", help="vocabulary facts and hashes")
+    commands.add_parser("info", help="vocabulary facts, hashes and the encoding engine with its version")
     args = parser.parse_args(argv)
     try:
-        enc = load(args.ranks)
-    except TokenizerFileError as e:
+        enc = load(args.ranks, args.engine)
+    except (TokenizerFileError, TokenizerEngineError) as e:
         sys.exit(f"error: {e}")
     {"encode": encode, "decode": decode, "export-hf": export_hf, "info": info}[args.command](enc, args)
 

