@@ -89,9 +89,10 @@ def main() -> None:
         config = Path(tmp) / "serve.yaml"
         config.write_text(f"served_model_name: {NAME}\ndevice: cpu\nmax_batch_size: {CLIENTS}\n")
         enc = tokenizer.load()
-        # Both sides load the export in its own dtype, as from_pretrained does by default.
+        # Both sides run the export in its own dtype, as from_pretrained does by default.
         model = StableLmForCausalLM.from_pretrained(export).eval()
-        with running_server(export, config) as url:
+        dtype = str(model.dtype).removeprefix("torch.")
+        with running_server(export, config, args=["--dtype", dtype]) as url:
             # Alternate the two sides and keep each one's best round, so that load from other processes
             # on the machine does not favour either.
             rounds = [(asyncio.run(run_clients(url)), run_generate(model, enc)) for _ in range(ROUNDS)]

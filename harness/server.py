@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -24,17 +24,19 @@ def running_server(
     export: Path,
     config: Path,
     *,
+    args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     log: IO | None = None,
     timeout: float = 180,
 ) -> Iterator[str]:
     """`python -m serving` on a free loopback port; yields its URL once /health answers 200, and stops
-    it on exit. `log` (a file opened for reading and writing) receives its output, quoted on failure."""
+    it on exit. `args` go on its command line (`--dtype float32`); `log` (a file opened for reading and
+    writing) receives its output, quoted on failure."""
     port = free_port()
     command = [sys.executable, "-m", "serving", "--model", str(export), "--port", str(port)]
     out = log if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
-        [*command, "--config", str(config)],
+        [*command, "--config", str(config), *args],
         env=env or os.environ.copy(),
         stdout=out,
         stderr=subprocess.STDOUT,

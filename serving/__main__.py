@@ -1,4 +1,4 @@
-"""python -m serving --model PATH [--host H] [--port P] [--api-key KEY] [--config configs/serve.yaml]"""
+"""python -m serving --model PATH [--host H] [--port P] [--dtype D] [--api-key KEY] [--config FILE]"""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import shutil
 import sys
 import threading
 from pathlib import Path
+from typing import get_args
 
 import uvicorn
 
 from common.config import CONFIG_DIR, ConfigError, load
 from serving.app import create_app
-from serving.config import ServeConfig
+from serving.config import Dtype, ServeConfig
 from serving.engine import Engine
 from serving.metrics import Metrics
 from serving.model_source import ModelError, resolve
@@ -32,11 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(CONFIG_DIR / "serve.yaml"))
     parser.add_argument("--host", help="overrides the config's host (default loopback)")
     parser.add_argument("--port", type=int, help="overrides the config's port")
+    parser.add_argument(
+        "--dtype",
+        choices=get_args(Dtype),
+        help="overrides the config's dtype (auto: bf16 where the device computes it natively, else "
+        "fp32); float32 for evaluation, where it scores like `lm_eval --model hf`",
+    )
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV), help=f"or ${API_KEY_ENV}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    overrides = {key: value for key in ("host", "port") if (value := getattr(args, key)) is not None}
+    overrides = {key: value for key in ("host", "port", "dtype") if (value := getattr(args, key)) is not None}
     scratch = None
     try:
         config = load(args.config, ServeConfig, overrides)

@@ -1,7 +1,8 @@
 """The HTTP app: OpenAI's /v1/completions and /v1/models, plus /health, /metrics, /tokenize, /detokenize.
 
 Request handlers only validate, tokenize and translate (`serving.completions` shapes a completion); the
-engine's worker thread does all model work.
+engine's worker thread does all model work. Work that grows with the size of a request (tokenizing,
+decoding, rendering large bodies) runs in worker threads, so the event loop always answers /health.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from serving.completions import Completion, collect_while_connected
 from serving.engine import Engine
 from serving.errors import add_error_handlers
-from serving.middleware import Gate
+from serving.middleware import BodyLimit, Gate
 from serving.protocol import APIError, CompletionRequest, DetokenizeRequest, TokenizeRequest
 from serving.text import token_str
 from serving.validation import check_model, check_token_ids, encode
@@ -29,7 +31,8 @@ ROUTES = ("/v1/completions", "/v1/models", "/health", "/metrics", "/tokenize", "
 
 
 def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> FastAPI:
-    """The server's app over `engine`, answering to `model_name`; with `api_key`, /v1/* requires it."""
+    """The server's app over `engine`, answering to `model_name`; with `api_key`, every route but /health
+    and /metrics requires it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -38,6 +41,8 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> F
         engine.stop()
 
     app = FastAPI(title="stablelm2-repro serving", lifespan=lifespan)
+    # The last added runs first: the key is checked before any of the body is read.
+    app.add_middleware(BodyLimit, max_bytes=engine.config.max_body_bytes)
     app.add_middleware(Gate, metrics=engine.metrics, api_key=api_key, routes=ROUTES)
     add_error_handlers(app)
     tok = functools.lru_cache(maxsize=1 << 17)(functools.partial(token_str, engine.enc))
@@ -63,20 +68,19 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> F
             "created": created,
             "owned_by": "stablelm2-repro",
             "max_model_len": engine.max_model_len,
+            "dtype": engine.dtype_name,
         }
         return {"object": "list", "data": [card]}
 
     @app.post("/tokenize")
-    async def tokenize(req: TokenizeRequest) -> dict[str, Any]:
+    async def tokenize(req: TokenizeRequest) -> JSONResponse:
         check_model(req.model, model_name)
-        tokens = encode(engine, req.prompt)
-        return {"tokens": tokens, "count": len(tokens), "max_model_len": engine.max_model_len}
+        return await run_in_threadpool(_tokenized, engine, req.prompt)
 
     @app.post("/detokenize")
-    async def detokenize(req: DetokenizeRequest) -> dict[str, Any]:
+    async def detokenize(req: DetokenizeRequest) -> JSONResponse:
         check_model(req.model, model_name)
-        check_token_ids(engine, req.tokens, "tokens")
-        return {"prompt": engine.enc.decode(req.tokens)}
+        return await run_in_threadpool(_detokenized, engine, req.tokens)
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, http: Request) -> Response:
@@ -85,10 +89,23 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> F
                 503, engine.error or "the model is still loading", type="server_error", code="not_ready"
             )
         check_model(req.model, model_name)
-        completion = Completion(engine, req, model_name, tok)
+        completion = await Completion.create(engine, req, model_name, tok)
         completion.submit()
         if req.stream:
             return StreamingResponse(completion.stream(), media_type="text/event-stream")
         return await collect_while_connected(completion, http)
 
     return app
+
+
+def _tokenized(engine: Engine, text: str) -> JSONResponse:
+    """/tokenize's answer, built in a worker thread: megabytes of text are millions of ids to encode
+    and render."""
+    tokens = encode(engine, text)
+    return JSONResponse({"tokens": tokens, "count": len(tokens), "max_model_len": engine.max_model_len})
+
+
+def _detokenized(engine: Engine, tokens: list[int]) -> JSONResponse:
+    """/detokenize's answer, built in a worker thread for the same reason as `_tokenized`."""
+    check_token_ids(engine, tokens, "tokens")
+    return JSONResponse({"prompt": engine.enc.decode(tokens)})

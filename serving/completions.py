@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,14 +18,26 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
+from serving.config import ServeConfig
 from serving.engine import Engine, Output, Sequence
-from serving.protocol import APIError, CompletionRequest
+from serving.protocol import APIError, CompletionRequest, error_body
 from serving.sampling import SamplingParams, TokenLogprob
 from serving.text import text_offsets
 from serving.validation import check_token_ids, encode
 
 __all__ = ["Choice", "Completion", "collect_while_connected"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TokenizedPrompt:
+    """A prompt as the engine takes it (ids) and as `echo` sends it back (text)."""
+
+    ids: list[int]
+    text: str
 
 
 @dataclass
@@ -42,9 +55,17 @@ class Choice:
 
 
 class Completion:
-    """Validates a request, runs its choices on the engine, and shapes OpenAI's response."""
+    """One request's choices (its prompts checked and tokenized by `create`), run on the engine and
+    shaped as OpenAI's response."""
 
-    def __init__(self, engine: Engine, req: CompletionRequest, model_name: str, tok: Callable[[int], str]):
+    def __init__(
+        self,
+        engine: Engine,
+        req: CompletionRequest,
+        model_name: str,
+        tok: Callable[[int], str],
+        prompts: list[TokenizedPrompt],
+    ):
         self.engine = engine
         self.req = req
         self.model_name = model_name
@@ -54,63 +75,20 @@ class Completion:
         self.started = time.perf_counter()
         self.first_token_seen = False
         self.queue: asyncio.Queue[tuple[int, Output]] = asyncio.Queue()
-        self._check_limits()
         self.choices = [
-            Choice(index=p * req.n + j, prompt_ids=ids, prompt_text=text)
-            for p, (ids, text) in enumerate(self._prompts())
+            Choice(index=p * req.n + j, prompt_ids=prompt.ids, prompt_text=prompt.text)
+            for p, prompt in enumerate(prompts)
             for j in range(req.n)
         ]
 
-    def _check_limits(self) -> None:
-        config = self.engine.config
-        if self.req.n > config.max_n:
-            raise APIError(400, f"n must be at most {config.max_n}", param="n", code="invalid_value")
-        if self.req.logprobs is not None and self.req.logprobs > config.max_logprobs:
-            raise APIError(
-                400, f"logprobs must be at most {config.max_logprobs}", param="logprobs", code="invalid_value"
-            )
-
-    def _prompts(self) -> list[tuple[list[int], str]]:
-        """Each prompt's token ids and text, checked against the vocabulary and the context length."""
-        prompt = self.req.prompt
-        if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
-            prompt = [prompt]
-        if not prompt:
-            raise APIError(400, "prompt is empty", param="prompt", code="invalid_value")
-        found = []
-        for one in prompt:
-            if isinstance(one, str):
-                ids, text = encode(self.engine, one), one
-            else:
-                check_token_ids(self.engine, one, "prompt")
-                ids, text = one, self.engine.enc.decode(one)
-            if not ids:
-                raise APIError(
-                    400, "a prompt must have at least one token", param="prompt", code="invalid_value"
-                )
-            self._check_length(len(ids))
-            found.append((ids, text))
-        return found
-
-    def _check_length(self, n_prompt: int) -> None:
-        limit = self.engine.max_model_len
-        if n_prompt >= limit:
-            raise APIError(
-                400,
-                f"This model's maximum context length is {limit} tokens; the prompt has {n_prompt} "
-                "and leaves no room for a completion.",
-                param="prompt",
-                code="context_length_exceeded",
-            )
-        if self.req.max_tokens is not None and n_prompt + self.req.max_tokens > limit:
-            raise APIError(
-                400,
-                f"This model's maximum context length is {limit} tokens, however you requested "
-                f"{n_prompt + self.req.max_tokens} tokens ({n_prompt} in your prompt; {self.req.max_tokens} "
-                "for the completion). Please reduce the prompt or max_tokens.",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
+    @classmethod
+    async def create(
+        cls, engine: Engine, req: CompletionRequest, model_name: str, tok: Callable[[int], str]
+    ) -> Completion:
+        """The request checked and its prompts tokenized in a worker thread: megabytes of prompt take
+        long enough to tokenize that, on the event loop, they would hold up every other request."""
+        prompts = await run_in_threadpool(_checked_prompts, engine, req)
+        return cls(engine, req, model_name, tok, prompts)
 
     def submit(self) -> None:
         loop = asyncio.get_running_loop()
@@ -159,13 +137,19 @@ class Completion:
         for choice in self._unfinished():
             choice.seq.cancel()
 
-    async def collect(self) -> dict[str, Any]:
+    async def collect(self) -> JSONResponse:
         try:
             while self._unfinished():
                 await self._next()
         finally:
             self._cancel_unfinished()
-        return self._response([self._choice_json(c) for c in self.choices]) | {"usage": self._usage()}
+        # Shaped and rendered in a worker thread: echo with logprobs over many long prompts is a body of
+        # megabytes, which on the event loop would hold up every other request.
+        return await run_in_threadpool(self._json_response)
+
+    def _json_response(self) -> JSONResponse:
+        body = self._response([self._choice_json(c) for c in self.choices]) | {"usage": self._usage()}
+        return JSONResponse(body)
 
     def _choice_json(self, choice: Choice) -> dict[str, Any]:
         echo = self.req.echo
@@ -200,22 +184,25 @@ class Completion:
         completion = sum(len(c.token_ids) for c in self.choices)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-    async def stream(self) -> AsyncIterator[str]:
-        """Server-sent events, one per step of each choice, then `data: [DONE]`. If the client goes
-        away, Starlette cancels this generator and the `finally` frees the choices' batch slots."""
+    async def stream(self) -> AsyncIterator[bytes]:
+        """Server-sent events, one per step of each choice, then `data: [DONE]`. A failure after the 200
+        has gone out can only be told in the stream: it becomes an `error` event, still followed by
+        `[DONE]`, so no client is left reading a stream cut short. If the client goes away, Starlette
+        cancels this generator and the `finally` frees the choices' batch slots."""
         try:
             while self._unfinished():
-                try:
-                    choice, out = await self._next()
-                except APIError as e:
-                    yield _sse(e.body)
-                    return
+                choice, out = await self._next()
                 yield _sse(self._response([self._delta_json(choice, out)]))
             if self.req.stream_options is not None and self.req.stream_options.include_usage:
                 yield _sse(self._response([]) | {"usage": self._usage()})
-            yield "data: [DONE]\n\n"
+        except APIError as e:
+            yield _sse(e.body)
+        except Exception:
+            log.exception("streaming a completion failed")
+            yield _sse(error_body("streaming failed; see the server log", type="server_error"))
         finally:
             self._cancel_unfinished()
+        yield b"data: [DONE]\n\n"
 
     def _delta_json(self, choice: Choice, out: Output) -> dict[str, Any]:
         echo = self.req.echo and not choice.started
@@ -251,7 +238,7 @@ async def collect_while_connected(completion: Completion, http: Request) -> Resp
         hangup.cancel()
         work.cancel()  # a no-op once it is done; otherwise collect's `finally` cancels the sequences
     if work in done:
-        return JSONResponse(work.result())
+        return work.result()
     # Nobody reads this; 499 (nginx's "client closed request") keeps such requests apart in /metrics.
     return Response(status_code=499)
 
@@ -271,5 +258,74 @@ def _deliver(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, index: int, 
         pass
 
 
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+def _sse(payload: dict[str, Any]) -> bytes:
+    """One event, encoded here rather than by the response, so that an encoding error is raised inside
+    `Completion.stream`, which reports it, instead of cutting the stream."""
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
+
+
+def _checked_prompts(engine: Engine, req: CompletionRequest) -> list[TokenizedPrompt]:
+    """The request's prompts as token ids and text, once its limits, each prompt's tokens and each
+    prompt's length are checked; an APIError names the first problem. Cheap checks come first, so a
+    request over a limit is refused before any of its text is tokenized."""
+    prompts = _prompt_list(req.prompt)
+    _check_limits(engine.config, req, len(prompts))
+    found = []
+    for one in prompts:
+        if isinstance(one, str):
+            prompt = TokenizedPrompt(encode(engine, one), one)
+        else:
+            check_token_ids(engine, one, "prompt")
+            prompt = TokenizedPrompt(one, engine.enc.decode(one))
+        if not prompt.ids:
+            raise APIError(400, "a prompt must have at least one token", param="prompt", code="invalid_value")
+        _check_length(engine.max_model_len, len(prompt.ids), req.max_tokens)
+        found.append(prompt)
+    return found
+
+
+def _prompt_list(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str] | list[list[int]]:
+    """One prompt (text or token ids) as a list of one; a list of prompts as it is."""
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+        return [prompt]
+    if not prompt:
+        raise APIError(400, "prompt is empty", param="prompt", code="invalid_value")
+    return prompt
+
+
+def _check_limits(config: ServeConfig, req: CompletionRequest, n_prompts: int) -> None:
+    if req.n > config.max_n:
+        raise APIError(400, f"n must be at most {config.max_n}", param="n", code="invalid_value")
+    if n_prompts * req.n > config.max_sequences:
+        raise APIError(
+            400,
+            f"This request asks for {n_prompts * req.n} sequences ({n_prompts} prompts x n={req.n}); "
+            f"this server runs at most {config.max_sequences} per request. Send fewer prompts, or a "
+            "smaller n, per request.",
+            param="n" if req.n > 1 else "prompt",
+            code="invalid_value",
+        )
+    if req.logprobs is not None and req.logprobs > config.max_logprobs:
+        raise APIError(
+            400, f"logprobs must be at most {config.max_logprobs}", param="logprobs", code="invalid_value"
+        )
+
+
+def _check_length(limit: int, n_prompt: int, max_tokens: int | None) -> None:
+    if n_prompt >= limit:
+        raise APIError(
+            400,
+            f"This model's maximum context length is {limit} tokens; the prompt has {n_prompt} "
+            "and leaves no room for a completion.",
+            param="prompt",
+            code="context_length_exceeded",
+        )
+    if max_tokens is not None and n_prompt + max_tokens > limit:
+        raise APIError(
+            400,
+            f"This model's maximum context length is {limit} tokens, however you requested "
+            f"{n_prompt + max_tokens} tokens ({n_prompt} in your prompt; {max_tokens} "
+            "for the completion). Please reduce the prompt or max_tokens.",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )

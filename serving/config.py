@@ -8,6 +8,8 @@ from pydantic import Field
 
 from common.config import Config
 
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
 
 class ServeConfig(Config):
     host: str = "127.0.0.1"  # loopback unless the operator opens it up
@@ -15,11 +17,15 @@ class ServeConfig(Config):
     # Name clients pass as `model`; default: the --model argument as given (what vLLM does).
     served_model_name: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # auto: the dtype the export was saved in, which is what transformers' from_pretrained loads, so
-    # greedy output matches `generate` on the same folder.
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # auto: bf16 where the device computes it natively (CUDA with bf16, a CPU with AVX512-BF16 or AMX),
+    # else fp32 -- common.precision's rule, as in training. float32 scores like `lm_eval --model hf`.
+    dtype: Dtype = "auto"
     max_batch_size: int = Field(32, ge=1)  # sequences decoded together; the rest wait for a slot
     max_prefill_tokens: int = Field(8192, ge=1)  # padded prompt tokens admitted in one prefill forward
     max_model_len: int | None = Field(None, ge=2)  # default: the model's max_position_embeddings
     max_n: int = Field(16, ge=1)  # choices per prompt
+    max_sequences: int = Field(256, ge=1)  # choices per request: prompts x n
     max_logprobs: int = Field(5, ge=0)  # alternatives per token, OpenAI's limit by default
+    # Larger request bodies are answered 413 before they are read. 8 MiB holds max_sequences full
+    # 4096-token prompts sent as token ids (~6 MB of compact JSON); raise both together.
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)

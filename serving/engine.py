@@ -102,7 +102,8 @@ class Engine:
         self.model_config = loading.load_config(folder)
         self.enc = loading.load_tokenizer(folder)
         self.device = loading.pick_device(config.device)
-        self.dtype = loading.pick_dtype(config.dtype, self.model_config)
+        self.dtype, why = loading.pick_dtype(config.dtype, self.device)
+        log.info("running in %s on %s: %s", self.dtype_name, self.device, why)
         n_positions = self.model_config.max_position_embeddings
         if config.max_model_len is not None and config.max_model_len > n_positions:
             raise ModelError(
@@ -127,6 +128,11 @@ class Engine:
     @property
     def ready(self) -> bool:
         return self._ready.is_set() and self.error is None
+
+    @property
+    def dtype_name(self) -> str:
+        """The dtype as the config spells it: float32, bfloat16 or float16."""
+        return str(self.dtype).removeprefix("torch.")
 
     def is_token(self, token_id: int) -> bool:
         return 0 <= token_id < self.vocab_size and self._valid_ids[token_id]

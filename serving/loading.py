@@ -9,6 +9,8 @@ import torch
 from transformers import StableLmConfig, StableLmForCausalLM
 
 import tokenizer
+from common.precision import native_bf16, resolve_precision
+from serving.config import Dtype
 from serving.model_source import ModelError
 
 __all__ = ["load_config", "load_model", "load_tokenizer", "pick_device", "pick_dtype"]
@@ -34,11 +36,18 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def pick_dtype(name: str, config: StableLmConfig) -> torch.dtype:
-    """auto: the dtype the export was saved in, as transformers' `from_pretrained` picks by default."""
-    if name != "auto":
-        return DTYPES[name]
-    return config.dtype if isinstance(config.dtype, torch.dtype) else torch.float32
+def pick_dtype(
+    name: Dtype, device: torch.device, flags: frozenset[str] | None = None
+) -> tuple[torch.dtype, str]:
+    """The dtype to run the model in, and why. auto follows `common.precision`, training's rule: bf16
+    where `device` computes it natively, else fp32, since emulated bf16 matmuls (a CPU without
+    AVX512-BF16 or AMX) run many times slower. `flags` stands in for this CPU's flags in tests."""
+    if name == "auto":
+        precision = resolve_precision("auto", device, flags)
+        return precision.dtype, precision.why
+    if name == "bfloat16" and not native_bf16(device, flags):
+        return torch.bfloat16, "bfloat16 as set, but this device has no native bf16: expect it to run slowly"
+    return DTYPES[name], f"{name} as set"
 
 
 def load_model(folder: Path, device: torch.device, dtype: torch.dtype) -> StableLmForCausalLM:

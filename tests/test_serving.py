@@ -7,8 +7,10 @@ run on the same export in this process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -42,8 +44,9 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", name="export")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random export (test_serving_limits imports this fixture too)."""
     return make_tiny_export(tmp_path_factory.mktemp("export"), seed=0, max_position_embeddings=CONTEXT)
 
 
@@ -57,14 +60,28 @@ def enc() -> tokenizer.Arcade100k:
     return tokenizer.load()
 
 
-@pytest.fixture(scope="module")
-def server(export: Path, tmp_path_factory: pytest.TempPathFactory):
-    config = tmp_path_factory.mktemp("config") / "serve.yaml"
-    config.write_text(f"served_model_name: {NAME}\nmax_batch_size: 32\ndevice: cpu\n")
+@contextlib.contextmanager
+def started_server(export: Path, folder: Path, config: str, args: Sequence[str] = ()) -> Iterator[str]:
+    """`python -m serving` on `export` with `config` (YAML text) and the test API key; its config and
+    its log (server.log) go in `folder`. test_serving_limits starts its server with this too."""
+    (folder / "serve.yaml").write_text(config)
     env = {k: v for k, v in os.environ.items() if k != "SERVING_API_KEY"} | {"SERVING_API_KEY": KEY}
-    with (tmp_path_factory.mktemp("log") / "server.log").open("w+") as log:
-        with running_server(export, config, env=env, log=log, timeout=120) as url:
+    with (folder / "server.log").open("w+") as log:
+        with running_server(export, folder / "serve.yaml", args=args, env=env, log=log) as url:
             yield url
+
+
+@pytest.fixture(scope="module")
+def server_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("server")
+
+
+@pytest.fixture(scope="module")
+def server(export: Path, server_dir: Path) -> Iterator[str]:
+    config = f"served_model_name: {NAME}\nmax_batch_size: 32\ndevice: cpu\ndtype: bfloat16\n"
+    # float32, as for evaluation: what the tests compare with is transformers in float32.
+    with started_server(export, server_dir, config, args=["--dtype", "float32"]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -268,6 +285,7 @@ BAD_REQUESTS = [
     ({"prompt": [1, "a"]}, "prompt"),
     ({"prompt": "hi", "stop": [str(i) for i in range(17)]}, "stop"),
     ({"prompt": "hi", "stop": ""}, "stop"),
+    ({"prompt": "hi", "stop": ["x" * 257]}, "stop"),
     ({"prompt": "hi", "seed": 2**64}, "seed"),
     ({"prompt": "hi", "top_k": 2**40}, "top_k"),
     ({"prompt": "hi", "presence_penalty": 0.5}, "presence_penalty"),
@@ -303,9 +321,11 @@ def test_malformed_bodies_and_unknown_models(server, client, export):
     assert completions and not any(status.startswith("5") for status in completions)
 
 
-def test_api_key_guards_v1_only(server, client):
+def test_api_key_guards_all_but_health_and_metrics(server, client):
     for key in (None, "wrong"):
         assert _post(server, {"model": NAME, "prompt": "hi"}, key=key).status_code == 401
+        assert _post(server, {"prompt": "hi"}, path="/tokenize", key=key).status_code == 401
+        assert _post(server, {"tokens": [1]}, path="/detokenize", key=key).status_code == 401
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         assert httpx.get(f"{server}/v1/models", headers=headers).status_code == 401
     with pytest.raises(openai.AuthenticationError):
@@ -315,15 +335,21 @@ def test_api_key_guards_v1_only(server, client):
     assert httpx.get(f"{server}/metrics").status_code == 200
 
 
+def test_command_line_dtype_overrides_the_config_and_is_reported(server, client, server_dir):
+    [card] = client.models.list().data
+    assert card.model_extra["dtype"] == "float32"
+    assert "running in float32 on cpu: float32 as set" in (server_dir / "server.log").read_text()
+
+
 def test_tokenize_and_detokenize_match_the_hf_tokenizer(server, export, enc):
     text = "Hello, world! 12345 <|endoftext|> café"
     hf_ids = AutoTokenizer.from_pretrained(export)(text)["input_ids"]
-    tokens = _post(server, {"prompt": text}, path="/tokenize", key=None).json()
+    tokens = _post(server, {"prompt": text}, path="/tokenize").json()
     assert (
         tokens["tokens"] == hf_ids and tokens["count"] == len(hf_ids) and tokens["max_model_len"] == CONTEXT
     )
-    assert _post(server, {"tokens": hf_ids}, path="/detokenize", key=None).json() == {"prompt": text}
-    bad = _post(server, {"tokens": [1, 100_999]}, path="/detokenize", key=None)
+    assert _post(server, {"tokens": hf_ids}, path="/detokenize").json() == {"prompt": text}
+    bad = _post(server, {"tokens": [1, 100_999]}, path="/detokenize")
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"
 
 
