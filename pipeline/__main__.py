@@ -1,8 +1,8 @@
 """Command line of the data pipeline: one function per subcommand.
 
-python -m pipeline run CONFIG [--set key=value ...]
+python -m pipeline run CONFIG [--set key=value ...] [--verbose]
 python -m pipeline explain [--config CONFIG] --source NAME DOCS.jsonl
-python -m pipeline pack CONFIG [--set key=value ...]
+python -m pipeline pack CONFIG [--set key=value ...] [--verbose]
 python -m pipeline inspect DIR [--rows N]
 """
 
@@ -26,9 +26,13 @@ def _load(path: str, overrides: list[str]) -> DataConfig:
 
 def cmd_run(args: argparse.Namespace) -> None:
     cfg = _load(args.config, args.set)
+    from pipeline.inputs import InputError
     from pipeline.run import run
 
-    run(cfg)
+    try:
+        run(cfg, verbose=args.verbose)
+    except InputError as e:
+        sys.exit(f"error: {e}")
 
 
 def cmd_explain(args: argparse.Namespace) -> None:
@@ -50,7 +54,7 @@ def cmd_pack(args: argparse.Namespace) -> None:
     from pipeline.shards import ShardError
 
     try:
-        pack_job(cfg)
+        pack_job(cfg, verbose=args.verbose)
     except (ShardError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
 
@@ -65,12 +69,21 @@ def cmd_inspect(args: argparse.Namespace) -> None:
         sys.exit(f"error: {e}")
 
 
+def _add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print Ray's own logging and Ray Data's progress bars (default: one line per stage)",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="read, filter, deduplicate, split and mix the sources of CONFIG")
     p.add_argument("config")
     add_overrides_argument(p)
+    _add_verbose_argument(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser(
         "explain", help="run one source's filter chain on DOCS.jsonl, one JSON line per document"
@@ -83,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("pack", help="tokenize and pack the mixed documents of CONFIG into shards")
     p.add_argument("config")
     add_overrides_argument(p)
+    _add_verbose_argument(p)
     p.set_defaults(func=cmd_pack)
     p = sub.add_parser("inspect", help="print a shard folder's manifest and a few decoded rows")
     p.add_argument("dir")

@@ -106,6 +106,11 @@ class SourceConfig(Config):
     # Mixing: a share of the output tokens (`weight`) or a number of passes over the data (`epochs`).
     weight: float | None = Field(None, gt=0)
     epochs: float | None = Field(None, gt=0)
+    # A source without input (no file matches, or no row of its files became a document) stops the job,
+    # unless it is optional: then the job runs without it and the report says so. It decides whether the
+    # job stops, never what it writes, so it is left out of the config's dump and fingerprints (a work
+    # dir or shards made before it was set stay valid).
+    optional: bool = Field(False, exclude=True)
 
 
 class DedupConfig(Config):
@@ -143,6 +148,13 @@ class PackConfig(Config):
     # Ray jobs the windows are split into (window % rounds): each reads all input but encodes and
     # shuffles only its windows, which bounds the object store to 1/rounds of the tokens.
     rounds: int = Field(1, gt=0)
+    # The encoder (`tokenizer.load`; "auto": fastokens where it reproduces tiktoken, else tiktoken) and
+    # the share of documents, sampled by a hash of (seed, id), encoded again with tiktoken: a difference
+    # fails the job (0: no check; none is made when the engine is tiktoken). Neither changes the ids
+    # written, so both are left out of the config's dump and fingerprints (finished shards stay
+    # finished); the manifest's `tokenizer` records the engine, its version and the rate checked.
+    engine: Literal["auto", "tiktoken", "fastokens"] = Field("auto", exclude=True)
+    verify_rate: float = Field(0.01, ge=0.0, le=1.0, exclude=True)
     out_dir: str = "data/shards/sample"
 
 

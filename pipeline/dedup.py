@@ -111,7 +111,7 @@ def signature_stage(
     )
 
 
-def signature_partition(part: Partition, cfg: DedupConfig, work: WorkDir, buckets: int) -> dict[str, Any]:
+def signature_partition(part: Partition, cfg: DedupConfig, work: WorkDir, buckets: int) -> dict[str, int]:
     """Stage-2 task: scatter one filtered partition's keys into the bucket partitions."""
     table = pq.read_table(work.filtered(part.pid), columns=["text"])
     kinds, keys, nodes = [], [], []
@@ -130,7 +130,7 @@ def signature_partition(part: Partition, cfg: DedupConfig, work: WorkDir, bucket
     for j in range(buckets):
         write_table(work.signatures(part.pid, j), sig.filter(pa.array(target == j)).cast(SIG_SCHEMA))
     write_json(work.signatures_done(part.pid), {"pid": part.pid, "docs": len(table)})
-    return {"pid": part.pid, "docs": len(table)}
+    return {"docs": len(table)}
 
 
 def bucket_stage(work: WorkDir, buckets: int) -> Stage[int]:
@@ -142,7 +142,7 @@ def bucket_stage(work: WorkDir, buckets: int) -> Stage[int]:
     )
 
 
-def bucket_partition(bucket: int, work: WorkDir) -> dict[str, Any]:
+def bucket_partition(bucket: int, work: WorkDir) -> dict[str, int]:
     """Stage-3 task: within one bucket partition, link every document of a key to that key's smallest node."""
     files = work.bucket_signatures(bucket)
     table = pa.concat_tables([pq.read_table(f) for f in files]) if files else SIG_SCHEMA.empty_table()
@@ -154,7 +154,7 @@ def bucket_partition(bucket: int, work: WorkDir) -> dict[str, Any]:
     linked = root != node
     edges = pa.table({"node": node[linked], "root": root[linked], "kind": kind[linked]}, schema=EDGE_SCHEMA)
     write_table(work.edges(bucket), edges)
-    return {"bucket": bucket, "edges": len(edges)}
+    return {"edges": len(edges)}
 
 
 # Connected components by alternating small-star and large-star steps (Kiveris et al., "Connected
@@ -233,7 +233,7 @@ def _roots_stage(cc: ComponentsDir, step: int, partitions: int) -> Stage[int]:
     )
 
 
-def scatter_edges(edge_file: Path, cc: ComponentsDir, partitions: int) -> dict[str, Any]:
+def scatter_edges(edge_file: Path, cc: ComponentsDir, partitions: int) -> dict[str, int]:
     """Components step 0, per edge bucket: edges keyed by their larger end (`node`), as the first
     small-star step reads them, and the nodes of exact-duplicate edges, for the drop reason."""
     producer = edge_file.stem
@@ -242,10 +242,10 @@ def scatter_edges(edge_file: Path, cc: ComponentsDir, partitions: int) -> dict[s
     _scatter({"node": np.unique(node[kind == EXACT])}, NODE_SCHEMA, cc.exact(producer), partitions)
     _scatter({"node": node, "other": root}, PAIR_SCHEMA, cc.output(1, producer), partitions)
     write_json(cc.done(1, producer), {"pairs": len(node)})
-    return {"edges": producer, "pairs": len(node)}
+    return {"pairs": len(node)}
 
 
-def star_partition(step: int, part: int, cc: ComponentsDir, partitions: int) -> dict[str, Any]:
+def star_partition(step: int, part: int, cc: ComponentsDir, partitions: int) -> dict[str, int]:
     """Components step k >= 1 for one node partition: small-star on odd steps, large-star on even ones."""
     pairs = _read(cc.parts(cc.step(step), part), PAIR_SCHEMA)
     node, other = pairs.column("node").to_numpy(), pairs.column("other").to_numpy()
@@ -258,10 +258,10 @@ def star_partition(step: int, part: int, cc: ComponentsDir, partitions: int) -> 
     producer = cc.producer(part)
     _scatter({"node": node, "other": other}, PAIR_SCHEMA, cc.output(step + 1, producer), partitions)
     write_json(cc.done(step + 1, producer), stats)
-    return {"step": step, "part": part, **stats}
+    return stats
 
 
-def root_partition(step: int, part: int, cc: ComponentsDir) -> dict[str, Any]:
+def root_partition(step: int, part: int, cc: ComponentsDir) -> dict[str, int]:
     """Last components step for one node partition, on the input of the large-star step that settled:
     every component is then a star around its smallest node, so a node's one smaller neighbour is its root."""
     pairs = _read(cc.parts(cc.step(step), part), PAIR_SCHEMA)
@@ -277,7 +277,7 @@ def root_partition(step: int, part: int, cc: ComponentsDir) -> dict[str, Any]:
         schema=DROPPED_SCHEMA,
     )
     write_table(cc.roots(part), table)
-    return {"part": part, "duplicates": len(table)}
+    return {"duplicates": len(table)}
 
 
 def _small_star(node: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ def explain(cfg: DataConfig, source: str, lines: IO[str]) -> Iterator[dict]:
             text = row["text"]
             if not isinstance(text, str):
                 raise TypeError("`text` is not a string")
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (json.JSONDecodeError, RecursionError, KeyError, TypeError) as e:  # one bad line, not all
             yield {"id": str(n), "kept": False, "reason": "bad_input", "error": f"{type(e).__name__}: {e}"}
             continue
         doc = Doc(str(row.get("id", n)), text, source, lang=lang)

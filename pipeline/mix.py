@@ -47,7 +47,7 @@ def split_stage(cfg: DataConfig, work: WorkDir, parts: Sequence[Partition]) -> S
     )
 
 
-def split_partition(part: Partition, cfg: DataConfig, work: WorkDir) -> dict[str, Any]:
+def split_partition(part: Partition, cfg: DataConfig, work: WorkDir) -> dict[str, int]:
     """Stage-5 task: remove the partition's duplicates, then split it into train and validation."""
     pid = part.pid
     table = pq.read_table(work.filtered(pid))
@@ -77,7 +77,7 @@ def split_partition(part: Partition, cfg: DataConfig, work: WorkDir) -> dict[str
         "train": _count(train),
     }
     write_json(work.stats(SPLIT, pid), stats)
-    return {"pid": pid, "dups": int(sum(dup_reasons.values()))}
+    return {"dups": int(sum(dup_reasons.values()))}
 
 
 def _count(table: pa.Table) -> dict[str, int]:
@@ -140,7 +140,7 @@ def mix_stage(
     )
 
 
-def mix_partition(part: Partition, cfg: DataConfig, work: WorkDir, rates: dict[str, float]) -> dict[str, Any]:
+def mix_partition(part: Partition, cfg: DataConfig, work: WorkDir, rates: dict[str, float]) -> dict[str, int]:
     """Stage-6 task: sample or repeat one train partition; rows come out in a seeded order.
 
     Output files are named by a hash of (seed, partition) so that reading them in name order
@@ -169,4 +169,4 @@ def mix_partition(part: Partition, cfg: DataConfig, work: WorkDir, rates: dict[s
         "mixed": {"docs": len(mixed), "tokens": tokens},
     }
     write_json(work.stats(MIX, pid), stats)
-    return {"pid": pid, "docs": len(mixed)}
+    return {"docs": len(mixed)}

@@ -12,6 +12,7 @@ from typing import Any
 from common.config import ConfigError
 from common.files import read_json, write_json
 from pipeline.config import DataConfig
+from pipeline.inputs import require_input, sources_without_input
 from pipeline.layout import WorkDir
 from pipeline.sources import expand_paths
 
@@ -62,7 +63,9 @@ def _sha(data: Any) -> str:
 
 
 def make_plan(cfg: DataConfig) -> Plan:
-    """Input files in priority order (sources as listed, then file order), or the plan of an earlier run."""
+    """Input files in priority order (sources as listed, then file order), or the plan of an earlier run.
+
+    Raises InputError, before anything is written, when a required source matches no file."""
     work = WorkDir(cfg.work_dir)
     upstream, mix = config_hashes(cfg)
     if work.plan.exists():
@@ -86,6 +89,7 @@ def make_plan(cfg: DataConfig) -> Plan:
         for path in files:
             index = len(partitions)
             partitions.append(Partition(f"{index:05d}-{source}", index, source, path))
+    require_input(cfg, sources_without_input(cfg, {p.source for p in partitions}, missing))
     plan = Plan(upstream, mix, tuple(partitions), tuple(missing))
     write_json(work.plan, asdict(plan))
     return plan

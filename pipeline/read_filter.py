@@ -1,7 +1,9 @@
 """Stage 1, one task per input file: read, normalize, exclude, filter, count tokens.
 
 Writes `filtered/<pid>.parquet` (kept documents), `rejects/<pid>.parquet` (dropped, with reason),
-`bad/<pid>.parquet` (input that could not become a document) and, last, `stats/filter/<pid>.json`.
+`bad/<pid>.parquet` (input that could not become a document) and, last, `stats/filter/<pid>.json`:
+the flow of documents and tokens, the drop reasons, and what became of the file itself (rows read,
+bad, kept, and whether it broke part-way: truncated or unreadable).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pipeline.config import DataConfig, SourceConfig
 from pipeline.filters import Doc, Filter, build_chain, run_chain
 from pipeline.layout import WorkDir
 from pipeline.plan import Partition
-from pipeline.sources import BadRow, excluded, read_file
+from pipeline.sources import FILE, TRUNCATED, BadRow, excluded, read_file
 from pipeline.stage import Stage
 from pipeline.storage import BAD_SCHEMA, FILTERED_SCHEMA, REJECT_SCHEMA, ParquetSink
 
@@ -80,7 +82,7 @@ def filter_stage(cfg: DataConfig, work: WorkDir, parts: Sequence[Partition]) -> 
 
 def filter_partition(
     part: Partition, sources: dict[str, SourceConfig], work: WorkDir, rejects: bool
-) -> dict[str, Any]:
+) -> dict[str, int]:
     """Stage-1 task for one input file; returns (and stores) its stats."""
     pid, source, path = part.pid, part.source, part.path
     cfg = sources[source]
@@ -90,11 +92,17 @@ def filter_partition(
     bad = ParquetSink(work.bad(pid), BAD_SCHEMA)
     flow, reasons = Flow(), defaultdict(Counter)
     tail = "/".join(Path(path).parts[-2:])
+    rows, file_error = 0, None
     for item in read_file(source, path, cfg):
         if isinstance(item, BadRow):
             bad.add(_bad_row(f"{source}/{tail}#{item.row}", source, path, item.row, item.reason, item.raw))
             reasons["bad"][item.reason.split(":")[0]] += 1
+            if item.row == FILE:
+                file_error = item.reason
+            else:
+                rows += 1
             continue
+        rows += 1
         doc = Doc(item.id, item.text, source, lang=item.lang, meta=json.dumps(item.meta, ensure_ascii=False))
         tokens = count_tokens(doc.text)
         flow.add("read", tokens)
@@ -106,7 +114,7 @@ def filter_partition(
             try:
                 keep, reason, rule, tokens = filter_document(doc, chain, flow, tokens)
             except Exception as e:  # a document that breaks a filter is set aside, not the whole run
-                bad.add(_bad_row(doc.id, source, path, -1, f"filter error: {e!r}", doc.text[:200]))
+                bad.add(_bad_row(doc.id, source, path, item.row, f"filter error: {e!r}", doc.text[:200]))
                 reasons["bad"]["filter error"] += 1
                 continue
         if keep:
@@ -138,6 +146,7 @@ def filter_partition(
     for sink in (kept, dropped, bad):
         if sink is not None:
             sink.close()
+    bad_rows = bad.count - (file_error is not None)
     stats = {
         "pid": pid,
         "source": source,
@@ -145,6 +154,16 @@ def filter_partition(
         "flow": flow.as_dict(),
         "reasons": {k: dict(v) for k, v in reasons.items()},
         "kept_docs": kept.count,
+        # The file: rows read (documents and bad rows), and why it ended early, if it did.
+        "rows": rows,
+        "bad_rows": bad_rows,
+        "truncated": file_error is not None and file_error.startswith(TRUNCATED),
+        "file_error": file_error,
     }
     write_json(work.stats(FILTER, pid), stats)
-    return {"pid": pid, "kept_docs": kept.count, "bad": sum(reasons["bad"].values())}
+    return {
+        "rows": rows,
+        "kept": kept.count,
+        "bad_rows": bad_rows,
+        "broken_files": int(file_error is not None),
+    }

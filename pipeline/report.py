@@ -1,5 +1,6 @@
 """`stats.json`, `report.md` and `report.png`: documents and tokens per source per stage, drop reasons,
-bad input, and the mixture's target against what was achieved."""
+bad input, every input file with what became of it, the sources that add nothing to the mixture (and
+where their share went), and the mixture's target against what was achieved."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from common.files import atomic_write, write_json, write_text  # noqa: E402
 from pipeline.config import DataConfig  # noqa: E402
 from pipeline.counts import MIX_STEPS, READ_STEPS, REPORT_STEPS  # noqa: E402
+from pipeline.inputs import input_files, sources_without_input  # noqa: E402
 from pipeline.layout import WorkDir  # noqa: E402
 from pipeline.mix import shares  # noqa: E402
 from pipeline.plan import Plan  # noqa: E402
@@ -71,7 +73,28 @@ def collect(
         "mixture": mixture,
         "mix_by": cfg.mix_by,
         "missing_inputs": list(plan.missing),
+        "files": input_files(filtered),
+        "empty_sources": empty_sources(cfg, plan, filtered, per_source),
     }
+
+
+def empty_sources(
+    cfg: DataConfig, plan: Plan, filtered: PartitionStats, per_source: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The sources with no train tokens, why, and what became of their share of the mixture."""
+    listed = {p.source for p in plan.partitions}
+    without = sources_without_input(cfg, listed, plan.missing, filtered)
+    empty = {}
+    for name, src in cfg.sources.items():
+        if per_source[name]["stages"]["train"]["tokens"]:
+            continue
+        if src.weight is not None:
+            share = f"its weight {src.weight} is spread over the other sources in proportion to their weights"
+        else:
+            share = "it adds nothing (mixing by epochs: each source brings its own tokens)"
+        why = without.get(name, "no document left for training after filtering and deduplication")
+        empty[name] = {"optional": src.optional, "why": why, "share": share}
+    return empty
 
 
 def write_report(
@@ -92,45 +115,91 @@ def write_report(
     return stats
 
 
+Table = tuple[list[str], list[list[Any]]]  # header, rows
+
+
 def _markdown(stats: dict[str, Any]) -> str:
-    lines = ["# Data pipeline report", "", "## Documents (tokens) per source after each stage", ""]
-    stages = REPORT_STEPS
-    lines += ["| source | " + " | ".join(stages) + " |", "|---" * (len(stages) + 1) + "|"]
-    for name, s in stats["sources"].items():
-        cells = [
-            f"{s['stages'][st]['docs']} ({s['stages'][st]['tokens']})" if st in s["stages"] else "-"
-            for st in stages
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"## Mixture (by {stats['mix_by']})",
-        "",
-        "| source | target share | achieved share | copies/doc |",
-        "|---|---|---|---|",
+    sections = [
+        ("Documents (tokens) per source after each stage", _stages(stats)),
+        (f"Mixture (by {stats['mix_by']})", _mixture(stats)),
+        ("Dropped documents", _dropped(stats)),
+        ("Bad input set aside", _bad_input(stats)),
+        ("Sources that add nothing to the mixture", _empty_sources(stats)),
+        ("Input files", _files(stats)),
     ]
-    for name, m in stats["mixture"].items():
-        lines.append(f"| {name} | {m['target_share']:.3f} | {m['achieved_share']:.3f} | {m['rate']:.3f} |")
-    lines += ["", "## Dropped documents", "", "| source | filter | rule | docs |", "|---|---|---|---|"]
+    lines = ["# Data pipeline report"]
+    for title, (header, rows) in sections:
+        lines += ["", f"## {title}", "", *(_table(header, rows) if rows else ["none"])]
+    valid = ", ".join(f"{n} {s['valid']['docs']} docs" for n, s in stats["sources"].items())
+    lines += ["", f"Validation split (held out before mixing): {valid}", ""]
+    return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A markdown table; a `|` inside a cell (a path, an error message) is escaped."""
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    return lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+
+
+def _stages(stats: dict[str, Any]) -> Table:
+    rows = [
+        [name]
+        + [
+            f"{s['stages'][st]['docs']} ({s['stages'][st]['tokens']})" if st in s["stages"] else "-"
+            for st in REPORT_STEPS
+        ]
+        for name, s in stats["sources"].items()
+    ]
+    return ["source", *REPORT_STEPS], rows
+
+
+def _mixture(stats: dict[str, Any]) -> Table:
+    rows = [
+        [name, f"{m['target_share']:.3f}", f"{m['achieved_share']:.3f}", f"{m['rate']:.3f}"]
+        for name, m in stats["mixture"].items()
+    ]
+    return ["source", "target share", "achieved share", "copies/doc"], rows
+
+
+def _dropped(stats: dict[str, Any]) -> Table:
+    rows = []
     for name, s in stats["sources"].items():
         for reason, rules in sorted(s["dropped"].items()):
-            for rule, n in sorted(rules.items()):
-                lines.append(f"| {name} | {reason} | {rule or '-'} | {n} |")
-        for reason, n in sorted(s["duplicates"].items()):
-            lines.append(f"| {name} | dedup | {reason} | {n} |")
-    lines += ["", "## Bad input set aside", "", "| source | reason | rows |", "|---|---|---|"]
-    for name, s in stats["sources"].items():
-        for reason, n in sorted(s["bad"].items()):
-            lines.append(f"| {name} | {reason} | {n} |")
-    for m in stats["missing_inputs"]:
-        lines.append(f"| {m['source']} | {m['reason']}: {m['path']} | - |")
-    lines += [
-        "",
-        "Validation split (held out before mixing): "
-        + ", ".join(f"{n} {s['valid']['docs']} docs" for n, s in stats["sources"].items()),
-        "",
+            rows += [[name, reason, rule or "-", n] for rule, n in sorted(rules.items())]
+        rows += [[name, "dedup", reason, n] for reason, n in sorted(s["duplicates"].items())]
+    return ["source", "filter", "rule", "docs"], rows
+
+
+def _bad_input(stats: dict[str, Any]) -> Table:
+    rows = [
+        [name, reason, n] for name, s in stats["sources"].items() for reason, n in sorted(s["bad"].items())
     ]
-    return "\n".join(lines)
+    rows += [[m["source"], f"{m['reason']}: {m['path']}", "-"] for m in stats["missing_inputs"]]
+    return ["source", "reason", "rows"], rows
+
+
+def _empty_sources(stats: dict[str, Any]) -> Table:
+    rows = [
+        [name, "yes" if e["optional"] else "no", e["why"], e["share"]]
+        for name, e in stats["empty_sources"].items()
+    ]
+    return ["source", "optional", "why", "its share"], rows
+
+
+def _files(stats: dict[str, Any]) -> Table:
+    rows = [
+        [
+            f["source"],
+            f["path"],
+            f["rows"],
+            f["bad_rows"],
+            f["kept"],
+            "yes" if f["truncated"] else "no",
+            f["file_error"] or "-",
+        ]
+        for f in stats["files"]
+    ]
+    return ["source", "file", "rows read", "bad rows", "kept", "truncated", "problem"], rows
 
 
 def _chart(stats: dict[str, Any], out: IO[bytes]) -> None:

@@ -13,6 +13,7 @@ from common.files import remove_temporaries, write_json
 from pipeline.cluster import start_ray
 from pipeline.config import DataConfig
 from pipeline.dedup import bucket_partitions, bucket_stage, component_partitions, components, signature_stage
+from pipeline.inputs import require_input, sources_without_input
 from pipeline.layout import WorkDir
 from pipeline.mix import MIX, SPLIT, mix_stage, mixing_rates, split_stage, target_shares, train_tokens
 from pipeline.plan import make_plan
@@ -21,18 +22,24 @@ from pipeline.report import write_report
 from pipeline.stage import run_on_ray
 
 
-def run(cfg: DataConfig) -> Path:
-    """Run (or resume) every stage; returns the work dir."""
+def run(cfg: DataConfig, verbose: bool = False) -> Path:
+    """Run (or resume) every stage; returns the work dir. A required source without input raises
+    InputError: when planning if it matches no file, else after the filter stage (before dedup)."""
     work = WorkDir(cfg.work_dir)
     plan = make_plan(cfg)
     remove_temporaries(work.root)  # half-written files of a killed run; finished ones were renamed
     for m in plan.missing:
-        print(f"[read] set aside {m['path']} ({m['source']}): {m['reason']}", flush=True)
-    start_ray()
+        print(f"[plan] warning: {m['source']}: {m['path']}: {m['reason']}", flush=True)
+    start_ray(verbose)
     parts, pids = plan.partitions, [p.pid for p in plan.partitions]
+    listed = {p.source for p in parts}
 
     run_on_ray(filter_stage(cfg, work, parts))
     filtered = work.read_stats(FILTER, pids)
+    without = sources_without_input(cfg, listed, plan.missing, filtered)
+    require_input(cfg, without)
+    for name, why in without.items():
+        print(f"[filter] warning: optional source {name!r} has no input, runs without it: {why}", flush=True)
     buckets = bucket_partitions(cfg.dedup, sum(s["kept_docs"] for s in filtered.values()))
     run_on_ray(signature_stage(cfg.dedup, work, parts, buckets))
     run_on_ray(bucket_stage(work, buckets))

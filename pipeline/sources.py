@@ -2,26 +2,40 @@
 
 Each input file is read as a stream of rows; a row that cannot become a document (malformed JSON,
 invalid UTF-8, wrong schema, empty or huge text) is yielded as a `BadRow` with its reason instead of
-raising, and so is a file that cannot be opened or breaks part-way.
+raising, and never costs the rows after it. A file that cannot be opened or breaks part-way ends with
+one `BadRow(FILE, ...)` after the rows read before the break: `truncated file` when it was cut short
+(a compressed frame or the parquet footer is missing), `unreadable file` otherwise.
 """
 
 from __future__ import annotations
 
-import gzip
+import functools
 import io
 import json
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
 from pipeline.config import ExcludeRule, SourceConfig
 
 PARQUET_BATCH_ROWS = 1024
+PARQUET_MAGIC = b"PAR1"
+# Compressed bytes handed to a decompressor at a time (bounds what one call expands to), and the size
+# of the buffer lines are cut from.
+COMPRESSED_CHUNK = 1 << 16
+# Bytes of a bad line kept in the bad-row file.
+PREVIEW_BYTES = 200
+# `BadRow.row` of a problem of the whole file (the rest of it from where it broke).
+FILE = -1
+TRUNCATED = "truncated file"
+UNREADABLE = "unreadable file"
 
 
 @dataclass(frozen=True)
@@ -32,13 +46,18 @@ class Record:
     text: str
     lang: str
     meta: dict[str, Any]
+    row: int  # its place in the file, for the bad-row entry when a filter breaks on it
 
 
 @dataclass(frozen=True)
 class BadRow:
-    row: int  # -1: the whole file
+    row: int  # FILE: the whole file
     reason: str
     raw: str = ""
+
+
+class TruncatedFile(Exception):
+    """The input ended inside a compressed frame or before the parquet footer: the file was cut short."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +115,8 @@ def expand_paths(patterns: list[str]) -> tuple[list[str], list[tuple[str, str]]]
 
 
 def read_file(source: str, path: str, cfg: SourceConfig) -> Iterator[Record | BadRow]:
-    """Rows of one file as `Record`s (or `BadRow`s), in file order."""
+    """Rows of one file as `Record`s (or `BadRow`s), in file order; a file that breaks part-way ends
+    with one `BadRow(FILE, ...)` saying why, after every row read before the break."""
     rows = _parquet_rows(path) if path.endswith(".parquet") else _json_rows(path)
     tail = "/".join(PurePosixPath(path).parts[-2:])
     try:
@@ -105,8 +125,10 @@ def read_file(source: str, path: str, cfg: SourceConfig) -> Iterator[Record | Ba
                 yield raw
             else:
                 yield _normalize(source, raw, index, tail, path, cfg)
+    except TruncatedFile as e:  # the partial last row is part of the truncation, not a row of its own
+        yield BadRow(FILE, f"{TRUNCATED}: {e}")
     except Exception as e:  # a file that breaks part-way: keep what was read, set the rest aside
-        yield BadRow(-1, f"unreadable file: {type(e).__name__}: {e}"[:500])
+        yield BadRow(FILE, f"{UNREADABLE}: {type(e).__name__}: {e}"[:500])
 
 
 def excluded(record: Record, rules: list[ExcludeRule]) -> str | None:
@@ -123,39 +145,133 @@ def excluded(record: Record, rules: list[ExcludeRule]) -> str | None:
 def _parquet_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
     with fsspec.open(path, "rb") as f:
         index = 0
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        for batch in _open_parquet(f).iter_batches(batch_size=PARQUET_BATCH_ROWS):
             for row in batch.to_pylist():
                 yield index, row
                 index += 1
 
 
+def _open_parquet(f: IO[bytes]) -> pq.ParquetFile:
+    """The file's reader. A file that starts like parquet but lacks the footer at its end (the schema
+    and the row-group index) was cut short; without the footer none of its rows can be found."""
+    try:
+        return pq.ParquetFile(f)
+    except pa.ArrowInvalid:
+        size = f.seek(0, io.SEEK_END)
+        f.seek(0)
+        head = f.read(len(PARQUET_MAGIC))
+        f.seek(max(0, size - len(PARQUET_MAGIC)))
+        if head == PARQUET_MAGIC[: len(head)] and f.read() != PARQUET_MAGIC:
+            raise TruncatedFile(f"parquet footer missing after {size} bytes") from None
+        raise
+
+
+class _Decompressor(Protocol):
+    """What zstandard's ZstdDecompressionObj and zlib's Decompress share: one frame at a time."""
+
+    eof: bool
+    unused_data: bytes
+
+    def decompress(self, data: bytes) -> bytes: ...
+
+
+class _Frames(io.RawIOBase):
+    """The decompressed bytes of every frame (zstd) or member (gzip) of a compressed stream.
+
+    zstandard's stream_reader ends quietly when the input stops inside a frame, and gzip raises a bare
+    EOFError. Here the input ending inside a frame, or before the first one, raises TruncatedFile, once
+    every byte decoded before the cut has been returned.
+    """
+
+    def __init__(self, raw: IO[bytes], new_frame: Callable[[], _Decompressor], frame: str):
+        self._raw, self._new_frame, self._name = raw, new_frame, frame
+        self._frame: _Decompressor | None = None  # the frame being decoded
+        self._frames = 0  # frames decoded whole
+        self._read = 0  # compressed bytes read
+        self._next = b""  # compressed bytes read past the end of a frame: the start of the next one
+        self._out = memoryview(b"")  # decoded bytes not yet returned
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._out:
+            if self._next:
+                data, self._next = self._next, b""
+            else:
+                data = self._raw.read(COMPRESSED_CHUNK)
+                self._read += len(data)
+            if not data:
+                if self._frame is not None or not self._frames:
+                    raise TruncatedFile(f"{self._name} ends early after {self._read} bytes")
+                return 0
+            self._out = memoryview(self._decode(data))
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _decode(self, data: bytes) -> bytes:
+        """Decode `data` up to the end of the current frame; what follows it waits for the next call,
+        so that the bytes of a whole frame are returned before a broken next one raises."""
+        if self._frame is None:
+            self._frame = self._new_frame()
+        out = self._frame.decompress(data)
+        if self._frame.eof:
+            self._next, self._frame = self._frame.unused_data, None
+            self._frames += 1
+        return out
+
+
 def _open_lines(raw: IO[bytes], path: str) -> IO[bytes]:
     """A line-iterable binary stream, decompressing .zst and .gz on the fly."""
     if path.endswith(".zst"):
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
-    if path.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw)
-    return raw
+        frames = _Frames(raw, zstandard.ZstdDecompressor().decompressobj, "zstd frame")
+    elif path.endswith(".gz"):
+        frames = _Frames(raw, functools.partial(zlib.decompressobj, wbits=16 + zlib.MAX_WBITS), "gzip member")
+    else:
+        return raw
+    return io.BufferedReader(frames, buffer_size=COMPRESSED_CHUNK)
 
 
 def _json_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
     with fsspec.open(path, "rb") as raw, _open_lines(raw, path) as f:
         for index, line in enumerate(f):
-            if not line.strip():
-                yield index, BadRow(index, "blank line")
-                continue
-            try:
-                row = json.loads(line.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield index, BadRow(index, "invalid utf-8", line[:200].decode("utf-8", "replace"))
-                continue
-            except json.JSONDecodeError as e:
-                yield index, BadRow(index, f"malformed json: {e.msg}", line[:200].decode("utf-8", "replace"))
-                continue
-            if not isinstance(row, dict):
-                yield index, BadRow(index, "wrong schema: not a JSON object", line[:200].decode())
-                continue
-            yield index, row
+            yield index, _parse_line(index, line)
+
+
+def _parse_line(index: int, line: bytes) -> dict[str, Any] | BadRow:
+    """One JSON line as an object, or the `BadRow` saying why not; never raises, so that one odd line
+    costs itself only, not the rest of its file."""
+    if not line.strip():
+        return BadRow(index, "blank line")
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return BadRow(index, "invalid utf-8", _preview(line))
+    except json.JSONDecodeError as e:
+        return BadRow(index, f"malformed json: {e.msg}", _preview(line))
+    except RecursionError:
+        return BadRow(index, "malformed json: nested too deeply", _preview(line))
+    if not isinstance(row, dict):
+        return BadRow(index, "wrong schema: not a JSON object", _preview(line))
+    return row
+
+
+def _preview(line: bytes) -> str:
+    """The start of a bad line for the bad-row file; a character cut in two at the end is replaced."""
+    return line[:PREVIEW_BYTES].decode("utf-8", "replace")
+
+
+def _encodable(text: str, meta: dict[str, Any]) -> bool:
+    """Whether the strings can be written as UTF-8: a JSON escape can decode to a lone UTF-16
+    surrogate (`"\\ud800"`), which no parquet writer accepts."""
+    try:
+        text.encode("utf-8")
+        json.dumps(meta, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _normalize(
@@ -173,10 +289,12 @@ def _normalize(
     if isinstance(meta.get("meta"), str):  # RedPajama through HF datasets stores meta as a JSON string
         try:
             meta["meta"] = json.loads(meta["meta"])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return BadRow(index, "wrong schema: `meta` is not valid JSON")
+    if not _encodable(text, meta):
+        return BadRow(index, "invalid utf-8: lone surrogate escape")
     if reader.language_from_folder:
         meta["language"] = PurePosixPath(path).parent.name
     upstream = row.get(reader.id_field) if reader.id_field else None
     doc_id = f"{source}/{upstream}" if upstream else f"{source}/{tail}#{index}"
-    return Record(doc_id, text, reader.lang, meta)
+    return Record(doc_id, text, reader.lang, meta, index)

@@ -6,22 +6,26 @@ check: a re-run after a kill skips the finished tasks and redoes only the others
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TextIO, TypeVar
 
 import ray
 
 T = TypeVar("T")
+# Off a terminal (a log file), a long stage still prints its progress line this often.
+HEARTBEAT_S = 60.0
 
 
 @dataclass(frozen=True)
 class Stage(Generic[T]):
     name: str
     tasks: Sequence[T]
-    # Runs one task and returns a few numbers about it, printed as the task finishes.
-    run: Callable[[T], dict[str, Any]]
+    # Runs one task and returns counts about it (documents, rows...), summed on the stage's progress line.
+    run: Callable[[T], dict[str, int]]
     is_done: Callable[[T], bool]
 
     def todo(self) -> list[T]:
@@ -31,6 +35,43 @@ class Stage(Generic[T]):
 Runner = Callable[[Stage[Any]], None]
 
 
+class Progress:
+    """One line per stage instead of one per task: rewritten in place on a terminal; in a log file,
+    printed when the stage ends (and every HEARTBEAT_S of a long one, so the log shows it alive)."""
+
+    def __init__(self, name: str, total: int, unit: str, done_before: int = 0, out: TextIO | None = None):
+        self.name, self.total, self.unit, self.done_before = name, total, unit, done_before
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty()
+        self.done = done_before
+        self.counts: Counter[str] = Counter()
+        self.start = self.shown = time.monotonic()
+
+    def advance(self, counts: Mapping[str, int] | None = None) -> None:
+        """One more task finished, with its counts."""
+        self.done += 1
+        self.counts.update(counts or {})
+        now = time.monotonic()
+        if self.tty:
+            self._show(self._line(), end="")
+        elif now - self.shown >= HEARTBEAT_S:
+            self._show(self._line())
+            self.shown = now
+
+    def finish(self) -> None:
+        before = f", {self.done_before} done before" if self.done_before else ""
+        self._show(f"{self._line()}{before}, {time.monotonic() - self.start:.1f}s")
+
+    def _line(self) -> str:
+        counts = " ".join(f"{k}={v:,}" for k, v in self.counts.items())
+        return f"[{self.name}] {self.done}/{self.total} {self.unit}" + (f": {counts}" if counts else "")
+
+    def _show(self, line: str, end: str = "\n") -> None:
+        # "\r" and "erase to the end of the line" rewrite the terminal's current line in place.
+        self.out.write(f"\r{line}\x1b[K{end}" if self.tty else f"{line}{end}")
+        self.out.flush()
+
+
 def run_in_process(stage: Stage[Any]) -> None:
     """Run a stage's unfinished tasks one by one, for direct calls; the pipeline runs them on Ray."""
     for task in stage.todo():
@@ -38,21 +79,14 @@ def run_in_process(stage: Stage[Any]) -> None:
 
 
 def run_on_ray(stage: Stage[Any]) -> None:
-    """Run the unfinished tasks of a stage as a Ray Data job, printing a line per finished task."""
+    """Run the unfinished tasks of a stage as a Ray Data job, with one progress line."""
     todo = stage.todo()
-    done = len(stage.tasks) - len(todo)
-    print(
-        f"[{stage.name}] {len(todo)} of {len(stage.tasks)} partitions to run ({done} done before)", flush=True
-    )
-    if not todo:
-        return
-    start = time.time()
-    run = stage.run
-    # Ray Data rows are dicts: a row carries only its task's position in `todo`, which travels with
-    # the function, so a task of any type reaches `run` as it is.
-    rows = ray.data.from_items([{"task": i} for i in range(len(todo))], override_num_blocks=len(todo))
-    results = rows.map(lambda row: run(todo[row["task"]]))
-    for i, result in enumerate(results.iter_rows(), 1):
-        detail = ", ".join(f"{k}={v}" for k, v in result.items())
-        print(f"[{stage.name}] {i}/{len(todo)} {detail}", flush=True)
-    print(f"[{stage.name}] done in {time.time() - start:.1f}s", flush=True)
+    progress = Progress(stage.name, len(stage.tasks), "tasks", done_before=len(stage.tasks) - len(todo))
+    if todo:
+        run = stage.run
+        # Ray Data rows are dicts: a row carries only its task's position in `todo`, which travels with
+        # the function, so a task of any type reaches `run` as it is.
+        rows = ray.data.from_items([{"task": i} for i in range(len(todo))], override_num_blocks=len(todo))
+        for result in rows.map(lambda row: run(todo[row["task"]])).iter_rows():
+            progress.advance(result)
+    progress.finish()

@@ -383,7 +383,7 @@ def write(c: Corpus) -> None:
             "id": "starcoder/go/train-00001-of-00002.parquet#-1",
             "case": "truncated parquet file",
             "expected": "bad",
-            "reason": "unreadable file",
+            "reason": "truncated file",
         }
     )
     with open(HERE / "labels.jsonl", "w", encoding="utf-8") as f:
