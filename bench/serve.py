@@ -21,8 +21,7 @@ from transformers import StableLmForCausalLM
 
 import tokenizer
 from harness.server import running_server
-from harness.tiny_export import make_tiny_export
-from serving.model_source import ModelError, check_export
+from harness.tiny_export import export_or_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EXPORT = ROOT / "runs" / "tiny" / "export"
@@ -81,11 +80,7 @@ def run_generate(model: StableLmForCausalLM, enc: tokenizer.Arcade100k) -> tuple
 def main() -> None:
     export = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_EXPORT
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            check_export(export)
-        except ModelError as e:
-            print(f"{e}; benchmarking a tiny random export instead")
-            export = make_tiny_export(Path(tmp) / "export")
+        export = export_or_tiny(export, Path(tmp))
         config = Path(tmp) / "serve.yaml"
         config.write_text(f"served_model_name: {NAME}\ndevice: cpu\nmax_batch_size: {CLIENTS}\n")
         enc = tokenizer.load()

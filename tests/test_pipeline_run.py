@@ -14,7 +14,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import ray
 
 from common import config as configs
 from pipeline.config import DataConfig
@@ -38,14 +37,6 @@ def sample_config(work_dir: Path, **overrides) -> DataConfig:
         for name, src in cfg.sources.items()
     }
     return cfg.model_copy(update={"sources": sources})
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -55,11 +55,6 @@ def reference(export: Path) -> StableLmForCausalLM:
     return StableLmForCausalLM.from_pretrained(export, dtype=torch.float32).eval()
 
 
-@pytest.fixture(scope="module")
-def enc() -> tokenizer.Arcade100k:
-    return tokenizer.load()
-
-
 @contextlib.contextmanager
 def started_server(export: Path, folder: Path, config: str, args: Sequence[str] = ()) -> Iterator[str]:
     """`python -m serving` on `export` with `config` (YAML text) and the test API key; its config and
