@@ -173,3 +173,11 @@ def dashboard_access() -> str:
         "on a cluster, forward the head's port 8265 (`ray dashboard cluster.yaml` or "
         "`ssh -L 8265:localhost:8265 HEAD`), or start Ray with RAY_AUTH_MODE=token"
     )
+
+
+def ray_cpus() -> int | None:
+    """The CPUs Ray gave the task or actor this runs in (Ray Data gives an actor 1), or None outside
+    Ray's workers (in a driver, say)."""
+    if not ray.is_initialized() or ray.get_runtime_context().get_task_id() is None:
+        return None  # (checked first: get_runtime_context() outside Ray would start one)
+    return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))

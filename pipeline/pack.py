@@ -24,7 +24,7 @@ from common.config import fingerprint
 from common.files import publish, read_json, remove_temporaries, write_json
 from pipeline.cluster import start_ray
 from pipeline.config import DataConfig
-from pipeline.encode import Encode
+from pipeline.encode import Encode, Reference, mismatch_in, tokenizer_info
 from pipeline.layout import WorkDir
 from pipeline.mix import shares, target_shares
 from pipeline.packing import SourceCounts, empty_record, finished_windows, pack_window
@@ -34,7 +34,6 @@ from pipeline.shards import (
     ShardError,
     ShardInfo,
     ShardSet,
-    TokenizerInfo,
     file_sha256,
     manifest_hash,
     read_manifest,
@@ -42,6 +41,7 @@ from pipeline.shards import (
     write_manifest,
 )
 from pipeline.sources import READERS
+from pipeline.stage import Progress
 from pipeline.track import log_data_run, summary
 
 PARTS = ".parts"
@@ -71,17 +71,18 @@ def _check_schema(files: list[Path]) -> None:
             raise ValueError(f"{f}: not a normalized document file, missing columns {sorted(missing)}")
 
 
-def pack(cfg: DataConfig) -> tuple[Manifest, bool]:
+def pack(cfg: DataConfig, verbose: bool = False) -> tuple[Manifest, bool]:
     """Pack `<work_dir>/valid` into `<out_dir>/valid` and `<work_dir>/mixed` into `<out_dir>`.
 
     Returns the training manifest and whether both folders were already complete (nothing to do).
+    `verbose` shows Ray's own output besides the progress lines (`pipeline.cluster`).
     """
     work, out = WorkDir(cfg.work_dir), Path(cfg.pack.out_dir)
     stats = read_json(work.stats_json) if work.stats_json.is_file() else {}
     valid, valid_skipped = None, True
     if work.valid_dir.is_dir() and _count_docs(sorted(work.valid_dir.rglob("*.parquet"))):
         # Padded, not dropped: every held-out document counts for the validation loss.
-        _, valid_skipped = pack_split(work.valid_dir, out / VALID, cfg, partial_row="pad")
+        _, valid_skipped = pack_split(work.valid_dir, out / VALID, cfg, partial_row="pad", verbose=verbose)
         valid = VALID
     manifest, skipped = pack_split(
         work.mixed_dir,
@@ -91,6 +92,7 @@ def pack(cfg: DataConfig) -> tuple[Manifest, bool]:
         valid=valid,
         sources=upstream_counts(stats),
         targets=_targets(cfg, stats),
+        verbose=verbose,
     )
     return manifest, skipped and valid_skipped
 
@@ -133,10 +135,13 @@ def pack_split(
     valid: str | None = None,
     sources: SourceCounts | None = None,
     targets: dict[str, float] | None = None,
+    verbose: bool = False,
+    reference: Reference | None = None,
 ) -> tuple[Manifest, bool]:
     """Pack every document under `src` into shards in `out`, resuming from finished windows.
 
     Returns the manifest and True when `out` already held this exact output (nothing was done).
+    `reference` replaces tiktoken in the encoders' exactness check (a seam for its tests).
     """
     files, n_windows, state = plan_split(src, cfg, partial_row)
     if (manifest := _finished_manifest(out, state)) is not None:
@@ -149,18 +154,23 @@ def pack_split(
         done = finished_windows(parts, n_windows)
         skip = set(done) | {w for w in range(n_windows) if w % rounds != r}
         if len(skip) < n_windows:
-            run_windows(files, parts, cfg, n_windows, skip=skip, partial_row=partial_row)
+            start_ray(verbose)  # only when there is work: a complete folder is checked without Ray
+            name = f"pack {src.name}" + (f" round {r + 1}/{rounds}" if rounds > 1 else "")
+            progress = Progress(name, n_windows - len(skip), "windows")
+            try:
+                run_windows(files, parts, cfg, n_windows, skip, partial_row, progress, reference)
+            except ray.exceptions.RayTaskError as e:
+                if (mismatch := mismatch_in(e)) is None:
+                    raise
+                raise mismatch from None  # the actor's traceback adds nothing to its message
     done = finished_windows(parts, n_windows)
     records = [done.get(w) or empty_record(w) for w in range(n_windows)]
     shards = _finalize(out, parts, records)
     if not shards:
         raise ShardError(f"{src}: fewer tokens than one row of {cfg.pack.seq_len + 1}; nothing to train on")
-    enc = tokenizer.load()
     manifest = Manifest(
         seq_len=cfg.pack.seq_len,
-        tokenizer=TokenizerInfo(
-            name=enc.name, fingerprint=enc.fingerprint, n_vocab=enc.n_vocab, eot_id=enc.eot_id
-        ),
+        tokenizer=tokenizer_info(tokenizer.load(engine=cfg.pack.engine), cfg.pack.verify_rate),
         data_config=cfg.model_dump(mode="json"),
         data_config_hash=state["data_config_hash"],
         shards=shards,
@@ -175,10 +185,16 @@ def pack_split(
 
 
 def run_windows(
-    files: list[Path], parts: Path, cfg: DataConfig, n_windows: int, skip: Iterable[int], partial_row: str
+    files: list[Path],
+    parts: Path,
+    cfg: DataConfig,
+    n_windows: int,
+    skip: Iterable[int],
+    partial_row: str,
+    progress: Progress,
+    reference: Reference | None = None,
 ) -> None:
-    """One Ray Data job: encode, group and pack every window not in `skip`."""
-    start_ray()  # only when there is work: a complete folder is checked without Ray
+    """One Ray Data job on a started Ray: encode, group and pack every window not in `skip`."""
     pack = cfg.pack
     code_sources = [name for name, s in cfg.sources.items() if READERS[s.reader].is_code]
     n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -200,6 +216,12 @@ def run_windows(
             pack.fim_spm_rate,
             sorted(skip),
         ),
+        # The engine this process resolved (and the manifest records), not "auto" again on each node.
+        fn_constructor_kwargs={
+            "engine": tokenizer.load(engine=pack.engine).engine,
+            "verify_rate": pack.verify_rate,
+            "reference": reference,
+        },
     )
     # A sort-based shuffle runs as plain tasks; the hash shuffle's aggregator actors cost seconds to start.
     ray.data.DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
@@ -208,7 +230,9 @@ def run_windows(
         batch_format="pyarrow",
         fn_args=(str(parts), pack.seq_len, pack.rows_per_shard, partial_row),
     )
-    ds.materialize()
+    for _ in ds.iter_rows():  # one row per packed window
+        progress.advance()
+    progress.finish()
 
 
 def _finished_manifest(out: Path, state: dict[str, Any]) -> Manifest | None:
@@ -289,9 +313,9 @@ def mixture(sources: SourceCounts, targets: dict[str, float] | None) -> dict[str
     return out
 
 
-def pack_job(cfg: DataConfig) -> Manifest:
+def pack_job(cfg: DataConfig, verbose: bool = False) -> Manifest:
     """`python -m pipeline pack`: pack on Ray, log the MLflow run, print a summary."""
-    manifest, skipped = pack(cfg)
+    manifest, skipped = pack(cfg, verbose)
     out, work = Path(cfg.pack.out_dir), WorkDir(cfg.work_dir)
     valid = read_manifest(out / manifest.valid) if manifest.valid else None
     digest = manifest_hash(out)

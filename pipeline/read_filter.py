@@ -17,6 +17,7 @@ from typing import Any
 
 import tokenizer
 from common.files import write_json
+from pipeline.cluster import ray_cpus
 from pipeline.config import DataConfig, SourceConfig
 from pipeline.filters import Doc, Filter, build_chain, run_chain
 from pipeline.layout import WorkDir
@@ -30,6 +31,8 @@ FILTER = "filter"
 
 @functools.cache
 def _encoder() -> tokenizer.Arcade100k:
+    if (cpus := ray_cpus()) is not None:  # one encoding thread per CPU Ray gave this worker
+        tokenizer.limit_threads(cpus)
     return tokenizer.load()
 
 

@@ -48,6 +48,13 @@ class TokenizerInfo(_Model):
     fingerprint: str
     n_vocab: int
     eot_id: int
+    # The encoder that made the ids, its version, and the share of documents encoded again with
+    # tiktoken and found equal (0 for tiktoken itself). Engines give the same ids (the fingerprint
+    # names the vocabulary); this says which one to suspect if that ever fails. Manifests written
+    # before these fields were all encoded by tiktoken, of a version not recorded.
+    engine: str = "tiktoken"
+    engine_version: str = ""
+    verify_rate: float = 0.0
 
 
 class Manifest(_Model):

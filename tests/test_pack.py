@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -21,15 +22,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import ray
+import test_encode_check
 from mlflow import MlflowClient
+from test_encode_check import OneIdOff
 
 import tokenizer
 from pipeline import pack as P
 from pipeline.config import DataConfig
 from pipeline.describe import describe
-from pipeline.encode import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, Encode
+from pipeline.encode import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, Encode, EncodingMismatch
 from pipeline.packing import finished_windows, pack_window
-from pipeline.shards import ShardSet, manifest_hash, read_manifest
+from pipeline.shards import MANIFEST, ShardSet, manifest_hash, read_manifest
 
 EOT = tokenizer.EOT_ID
 SOURCES = {"web": "refinedweb", "code": "starcoder", "books": "pile"}
@@ -100,14 +103,6 @@ def shard_hashes(folder: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     work = tmp_path_factory.mktemp("work")
     mixed, valid = make_docs("m", 210, seed=1), make_docs("v", 12, seed=2)
@@ -118,14 +113,15 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def job(ray_local, corpus, tmp_path_factory):
-    """One `pack_job` (validation + training split + MLflow), padded so every token is kept."""
+    """One `pack_job` (validation + training split + MLflow), padded so every token is kept, every
+    document encoded again with tiktoken by the exactness check."""
     work, mixed, valid = corpus
     out = tmp_path_factory.mktemp("shards")
     store = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{store}/mlflow.db"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
-        cfg = config(work, out, partial_row="pad")
+        cfg = config(work, out, partial_row="pad", verify_rate=1.0)
         manifest = P.pack_job(cfg)
     return cfg, out, manifest, uri
 
@@ -168,6 +164,49 @@ def test_manifest_counts_sources_and_stages(job, corpus):
     # Windows are random samples of every source: the first rows already mix them.
     first_window = packing_order(mixed, 1234, 70)[0][:12]
     assert len({d["source"] for d in first_window}) == 3
+
+
+def test_manifest_records_the_engine_and_the_share_checked(job):
+    _, out, manifest, _ = job
+    info = read_manifest(out).tokenizer
+    assert (info.engine, info.engine_version) == ("fastokens", importlib.metadata.version("fastokens"))
+    assert info.verify_rate == 1.0 and info.fingerprint == tokenizer.load().fingerprint
+
+
+def test_a_manifest_from_before_the_engine_was_recorded_still_loads(job, tmp_path):
+    _, out, _, _ = job
+    old = json.loads((out / MANIFEST).read_text())
+    for field in ("engine", "engine_version", "verify_rate"):
+        del old["tokenizer"][field]
+    (tmp_path / MANIFEST).write_text(json.dumps(old))
+    assert read_manifest(tmp_path).tokenizer.engine == "tiktoken"  # all that there was then
+
+
+def test_an_engine_that_differs_from_tiktoken_fails_the_job_naming_the_document(ray_local, corpus, tmp_path):
+    work, mixed, _ = corpus
+    planted = mixed[40]
+    cfg = config(work, tmp_path / "out", verify_rate=1.0)
+    reference = OneIdOff(planted["text"], 3)
+    # The Ray workers cannot import a test module: send the planted reference's class with it.
+    ray.cloudpickle.register_pickle_by_value(test_encode_check)
+    try:
+        with pytest.raises(
+            EncodingMismatch, match=rf"^document '{planted['id']}': fastokens \S+ .* at token 3 "
+        ):
+            P.pack_split(work / "mixed", tmp_path / "out", cfg, partial_row="drop", reference=reference)
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(test_encode_check)
+    assert not (tmp_path / "out" / MANIFEST).exists()
+
+
+def test_an_encoder_actor_sizes_the_engine_pool_to_its_cpus(ray_local):
+    class Probe(Encode):
+        def threads(self) -> tuple[str | None, str]:
+            return os.environ.get(tokenizer.THREADS_ENV), self.enc.engine
+
+    actor = ray.remote(num_cpus=1)(Probe).remote(1, 1, [], 0.0, 0.5)
+    assert ray.get(actor.threads.remote()) == ("1", "fastokens")
+    ray.kill(actor)
 
 
 def test_validation_split_is_packed_apart(job, corpus):

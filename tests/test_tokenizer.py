@@ -54,11 +54,6 @@ def reference_encode(text: str, ranks: dict[bytes, int]) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def enc() -> tokenizer.Arcade100k:
-    return tokenizer.load()
-
-
-@pytest.fixture(scope="module")
 def released_ranks() -> dict[bytes, int]:
     ranks = {}
     for line in cl100k_ranks_path().read_bytes().splitlines():
@@ -211,6 +206,20 @@ def test_cli_rejects_bad_input():
     assert b"not valid UTF-8" in run_cli("encode", stdin=b"\xff\xfe bad").stderr
     assert b"not Arcade100k token ids" in run_cli("decode", stdin=b"[1, 100256]").stderr
     assert b"JSON list" in run_cli("decode", stdin=b"[1, ").stderr
+
+
+def test_cli_errors_are_one_line_never_a_traceback(tmp_path):
+    nested = run_cli("decode", stdin=b"[" * 100_000)
+    assert nested.returncode == 1
+    assert nested.stderr == b"error: stdin is not a JSON list of token ids (nested too deeply)\n"
+    (tmp_path / "a-file").write_text("")
+    for target, message in (
+        ("a-file", "is a file; export-hf writes a folder"),
+        ("a-file/sub", "Not a directory"),
+    ):
+        out = run_cli("export-hf", str(tmp_path / target))
+        assert out.returncode == 1 and out.stderr.decode().startswith("error: "), out.stderr
+        assert message in out.stderr.decode() and out.stderr.count(b"\n") == 1
 
 
 def test_cli_info_and_export(tmp_path):

@@ -11,7 +11,7 @@ from tokenizer.core import (
     TokenizerFileError,
     load,
 )
-from tokenizer.engines import ENGINE_CHOICES, TokenizerEngineError
+from tokenizer.engines import ENGINE_CHOICES, THREADS_ENV, TokenizerEngineError, limit_threads
 
 __all__ = [
     "Arcade100k",
@@ -22,7 +22,9 @@ __all__ = [
     "PADDED_VOCAB",
     "PAT_STR",
     "SPECIAL_TOKENS",
+    "THREADS_ENV",
     "TokenizerEngineError",
     "TokenizerFileError",
+    "limit_threads",
     "load",
 ]

@@ -39,6 +39,8 @@ def decode(enc: Arcade100k, _: argparse.Namespace) -> None:
         ids = json.loads(sys.stdin.read())
     except json.JSONDecodeError as e:
         sys.exit(f"error: stdin is not a JSON list of token ids ({e})")
+    except RecursionError:  # json parses nested arrays recursively
+        sys.exit("error: stdin is not a JSON list of token ids (nested too deeply)")
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         sys.exit("error: stdin must be a JSON list of integers")
     specials = set(enc.special_tokens.values())
@@ -49,6 +51,8 @@ def decode(enc: Arcade100k, _: argparse.Namespace) -> None:
 
 
 def export_hf(enc: Arcade100k, args: argparse.Namespace) -> None:
+    if args.dir.exists() and not args.dir.is_dir():
+        sys.exit(f"error: {args.dir} is a file; export-hf writes a folder")
     from tokenizer.hf import export_hf as export  # transformers is slow to import; only here
 
     folder = export(enc, args.dir)
@@ -90,7 +94,11 @@ def main(argv: list[str] | None = None) -> None:
         enc = load(args.ranks, args.engine)
     except (TokenizerFileError, TokenizerEngineError) as e:
         sys.exit(f"error: {e}")
-    {"encode": encode, "decode": decode, "export-hf": export_hf, "info": info}[args.command](enc, args)
+    command = {"encode": encode, "decode": decode, "export-hf": export_hf, "info": info}[args.command]
+    try:
+        command(enc, args)
+    except OSError as e:  # a folder that cannot be written, a closed pipe: one line, as every error here
+        sys.exit(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,9 @@ import tiktoken
 
 EngineChoice = Literal["auto", "tiktoken", "fastokens"]
 ENGINE_CHOICES: tuple[str, ...] = ("auto", "tiktoken", "fastokens")
+# fastokens sizes its one process-wide encoding pool from this variable, once, at the first parallel
+# encode (the self-check at load is one): default every core, at most 32.
+THREADS_ENV = "FASTOKENS_BPE_THREADS"
 
 _T = TypeVar("_T")
 
@@ -88,8 +92,8 @@ class FastokensEngine:
 
     Threads: fastokens encodes on one process-wide pool that it sizes once, at the first parallel
     encode, from FASTOKENS_BPE_THREADS (default: every core, at most 32), and it splits a long
-    single text across that pool too. So `num_threads` does not apply here: set
-    FASTOKENS_BPE_THREADS before the first encode to bound the threads.
+    single text across that pool too. So `num_threads` does not apply here: call `limit_threads`
+    before the first load to bound the threads.
 
     Memory: fastokens' caches are bounded, and they belong to its threads, not to an instance.
     Each encoding thread keeps a pretoken -> ids table that doubles up to 2**21 entries (about
@@ -142,6 +146,13 @@ class FastokensEngine:
                 list(map(repair_surrogates, texts)), split_special_tokens=True
             )
         return [e.ids for e in encodings]
+
+
+def limit_threads(n: int) -> None:
+    """Bound fastokens' encoding pool to `n` threads in this process, so that N processes sharing a
+    machine (Ray actors, say) do not each start a thread per core. It must run before the process
+    first loads the fastokens engine: the pool is sized once and kept."""
+    os.environ[THREADS_ENV] = str(n)
 
 
 @functools.lru_cache(maxsize=64)
