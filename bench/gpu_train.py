@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from common.config import add_overrides_argument, parse_overrides
+from common.precision import resolve_precision
 from training.config import TrainConfig, load
 from training.distributed import device, init_distributed
 from training.engine import build_engine, lm_loss
@@ -46,7 +47,7 @@ def run(cfg: TrainConfig, steps: int, warmup: int) -> dict[str, float]:
     torch.manual_seed(cfg.seed)  # the same initial weights for every variant
     model = StableLM(cfg.model)
     model.activation_checkpointing = cfg.activation_checkpointing
-    engine, optimizer = build_engine(model, cfg)
+    engine, optimizer = build_engine(model, cfg, resolve_precision(cfg.precision, dev))
     eot = EOT_ID if cfg.data.document_masking else None
     generator = torch.Generator().manual_seed(cfg.seed)
     losses = []
@@ -97,10 +98,10 @@ def main() -> None:
     init_distributed()
     dev = device()
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    m = cfg.model
+    m, precision = cfg.model, resolve_precision(cfg.precision, dev)
     print(
         f"{args.config}: {m.num_layers} layers x {m.hidden_size}, seq {cfg.data.train_len}, micro-batch "
-        f"{cfg.batch.micro_batch} x grad-accum {cfg.batch.grad_accum}, bf16 {cfg.bf16}, activation "
+        f"{cfg.batch.micro_batch} x grad-accum {cfg.batch.grad_accum}, {precision.name}, activation "
         f"checkpointing {cfg.activation_checkpointing}, ZeRO-1, {dist.get_world_size()} x {name}",
         flush=True,
     )

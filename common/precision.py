@@ -1,7 +1,8 @@
 """Which floating-point format a device computes fast: the one rule behind `precision: auto` in
 training and `dtype: auto` in serving and export.
 
-bf16 is native on CUDA GPUs that support it and on CPUs with AVX512-BF16 or AMX. Elsewhere (an
+bf16 is native on CUDA GPUs that support it and on CPUs with AVX512-BF16 or AMX, unless
+ONEDNN_MAX_CPU_ISA caps PyTorch's CPU kernels below them. Elsewhere (an
 AVX2-only CPU, most laptops) PyTorch emulates bf16 matmuls, which was measured 260x slower than fp32
 for the tiny model's output projection, so `auto` picks fp32 there.
 """
@@ -9,6 +10,7 @@ for the tiny model's output projection, so `auto` picks fp32 there.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,6 +21,8 @@ __all__ = ["BF16_CPU_FLAGS", "Precision", "cpu_flags", "native_bf16", "resolve_p
 
 # /proc/cpuinfo flags of x86 CPUs whose cores compute bf16 dot products in hardware.
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# oneDNN (PyTorch's CPU kernels) uses no instruction set above ONEDNN_MAX_CPU_ISA; these caps keep bf16.
+_BF16_ISA_CAPS = ("BF16", "FP16", "AMX", "AVX10", "ALL", "DEFAULT")
 
 Requested = Literal["auto", "bf16", "fp32"]
 
@@ -41,8 +45,14 @@ def native_bf16(device: torch.device, flags: frozenset[str] | None = None) -> bo
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(BF16_CPU_FLAGS & (cpu_flags() if flags is None else flags))
+        return bool(BF16_CPU_FLAGS & (cpu_flags() if flags is None else flags)) and _isa_cap_allows_bf16()
     return False
+
+
+def _isa_cap_allows_bf16() -> bool:
+    """False when ONEDNN_MAX_CPU_ISA caps oneDNN below bf16 (e.g. AVX2): bf16 then runs emulated."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return any(name in cap for name in _BF16_ISA_CAPS)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import pytest
 import ray
 import yaml
 import zstandard
-from test_pipeline_run import ROOT, ray_local, rows  # noqa: F401 (the ray_local fixture)
+from test_pipeline_run import ROOT, rows
 
 from common import config as configs
 from pipeline.cluster import running

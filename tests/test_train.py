@@ -6,6 +6,8 @@ trained on rows that the Arcade100k tokenizer makes from this repository's own s
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 from pathlib import Path
@@ -18,11 +20,13 @@ from mlflow import MlflowClient
 from pydantic import ValidationError
 
 import tokenizer
+from common.precision import resolve_precision
 from pipeline.shards import Manifest, ShardError, ShardSet, TokenizerInfo, write_manifest, write_shard
 from training import checkpoint
 from training.__main__ import main, with_hf_model
 from training.config import TrainConfig
 from training.data import ShardLoader
+from training.hf import load_hf
 from training.model import StableLM
 from training.trainer import NonFiniteLossError, Trainer
 
@@ -37,34 +41,45 @@ MICRO_MODEL = {
 }
 
 
-def write_shards(
-    folder: Path, rows: int, valid_rows: int = 0, seq_len: int = SEQ, per_shard: int = 64
-) -> Path:
-    """Packed shards (plus a `valid` split) of this repo's Python files, tokenized with Arcade100k."""
+def token_rows(rows: int, seq_len: int = SEQ) -> np.ndarray:
+    """`rows` packed rows (int32 [rows, seq_len + 1]) of this repo's Python files in Arcade100k tokens."""
     enc = tokenizer.load()
     ids: list[int] = []
     for path in sorted(REPO.glob("*/*.py")):
         ids += enc.encode_ordinary(path.read_text(encoding="utf-8")) + [enc.eot_id]
-        if len(ids) > (rows + valid_rows) * (seq_len + 1):
+        if len(ids) > rows * (seq_len + 1):
             break
-    table = np.array(ids[: (rows + valid_rows) * (seq_len + 1)], dtype=np.int32).reshape(-1, seq_len + 1)
+    return np.array(ids[: rows * (seq_len + 1)], dtype=np.int32).reshape(rows, seq_len + 1)
+
+
+def write_shard_folder(
+    folder: Path, table: np.ndarray, valid: str | None = None, per_shard: int = 64
+) -> Path:
+    """`table` as shards of `per_shard` rows in `folder` with their manifest, as `pipeline pack` does."""
+    enc = tokenizer.load()
     info = TokenizerInfo(name=enc.name, fingerprint=enc.fingerprint, n_vocab=enc.n_vocab, eot_id=enc.eot_id)
-
-    def write(where: Path, part: np.ndarray, valid: str | None) -> None:
-        where.mkdir(parents=True, exist_ok=True)
-        shards = [
-            write_shard(where / f"shard-{i:05d}.arrow", part[start : start + per_shard])
-            for i, start in enumerate(range(0, len(part), per_shard))
-        ]
-        write_manifest(where, Manifest(seq_len=seq_len, tokenizer=info, shards=shards, valid=valid))
-
-    if valid_rows:
-        write(folder / "valid", table[rows:], None)
-    write(folder, table[:rows], "valid" if valid_rows else None)
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = [
+        write_shard(folder / f"shard-{i:05d}.arrow", table[start : start + per_shard])
+        for i, start in enumerate(range(0, len(table), per_shard))
+    ]
+    write_manifest(folder, Manifest(seq_len=table.shape[1] - 1, tokenizer=info, shards=shards, valid=valid))
     return folder
 
 
+def write_shards(
+    folder: Path, rows: int, valid_rows: int = 0, seq_len: int = SEQ, per_shard: int = 64
+) -> Path:
+    """Packed shards of `rows` rows, plus a `valid` split of `valid_rows` when there are any."""
+    table = token_rows(rows + valid_rows, seq_len)
+    if valid_rows:
+        write_shard_folder(folder / "valid", table[rows:], per_shard=per_shard)
+    return write_shard_folder(folder, table[:rows], "valid" if valid_rows else None, per_shard)
+
+
 def micro_config(tmp_path: Path, shards: Path, **sections) -> TrainConfig:
+    """The micro model on `shards`, checkpointing under `tmp_path`; fp32, so that every CPU runs the tests
+    alike (an AVX2-only one emulates bf16 slowly). `sections` override whole keys or merge into sections."""
     raw = {
         "model": MICRO_MODEL,
         "data": {"shards": str(shards), "seq_len": SEQ},
@@ -74,19 +89,20 @@ def micro_config(tmp_path: Path, shards: Path, **sections) -> TrainConfig:
         "checkpoint": {"dir": str(tmp_path / "ckpt"), "interval": 2, "keep_last": 2},
         "eval": {"interval": 4, "batches": 2},
         "log": {"interval": 1, "experiment": f"test-{tmp_path.name}"},
+        "precision": "fp32",
     }
     for section, values in sections.items():
         raw[section] = {**raw[section], **values} if isinstance(values, dict) else values
     return TrainConfig.model_validate(raw)
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", name="shards")
+def shards_fixture(tmp_path_factory) -> Path:
     return write_shards(tmp_path_factory.mktemp("shards"), rows=96, valid_rows=8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def mlflow_store(tmp_path_factory):
+@pytest.fixture(scope="module", autouse=True, name="mlflow_store")
+def mlflow_store_fixture(tmp_path_factory):
     """One sqlite store for the module (creating one costs seconds); each test has its experiment."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     previous = os.environ.get("MLFLOW_TRACKING_URI")
@@ -176,6 +192,13 @@ def test_bad_data_is_a_clear_error_before_any_step(tmp_path, capsys):
     shard = corrupt / "shard-00000.arrow"
     shard.write_bytes(shard.read_bytes()[:-8] + b"\0" * 8)
     cases["corrupt"] = (corrupt, {}, "does not match the manifest")
+    # Ids the embedding cannot look up, in shards whose sha256 matches their manifest.
+    for name, row, bad_id in (("id_above", 70, 100_352 + 7), ("id_below", 3, -1)):
+        table = token_rows(80)
+        table[row, 5] = bad_id
+        folder = write_shard_folder(tmp_path / name, table)
+        shard = folder / f"shard-{row // 64:05d}.arrow"
+        cases[name] = (folder, {}, f"{shard}: row {row % 64} holds token id {bad_id} at position 5, outside")
     for name, (folder, overrides, message) in cases.items():
         cfg = micro_config(tmp_path / name, folder)
         sets = [f"{key}={value}" for key, value in overrides.items()]
@@ -246,41 +269,82 @@ def test_nonfinite_steps_are_skipped_then_abort_keeping_the_last_good_checkpoint
     assert torch.equal(weights[2], weights[3]) and not torch.equal(weights[3], weights[4])
     assert torch.equal(weights[4], weights[5])
     assert checkpoint.latest_tag(cfg.checkpoint.dir) == "step_00000004"
-    saved = checkpoint.model_state_dict(cfg.checkpoint.dir)["lm_head.weight"]
+    saved = checkpoint.model_state_dict(cfg.checkpoint.dir / "step_00000004")["lm_head.weight"]
     assert torch.equal(saved, trainer.model.lm_head.weight.detach())
 
 
-def test_a_resume_with_another_global_batch_says_so(tmp_path, shards, capsys):
+def test_a_resume_accepts_new_optimizer_schedule_batch_and_intervals_and_notes_the_batch(
+    tmp_path, shards, capsys
+):
     Trainer(micro_config(tmp_path, shards, schedule={"warmup_steps": 1, "total_steps": 2})).fit()
     capsys.readouterr()
     more = micro_config(
-        tmp_path, shards, schedule={"warmup_steps": 1, "total_steps": 3}, batch={"grad_accum": 1}
+        tmp_path,
+        shards,
+        optim={"lr": 5e-3, "min_lr": 5e-4, "weight_decay": 0.0},
+        schedule={"warmup_steps": 2, "total_steps": 3, "switch_fraction": 0.5},
+        batch={"grad_accum": 1},
+        checkpoint={"interval": 3, "keep_last": 1},
+        eval={"interval": 3, "batches": 1},
+        log={"interval": 3, "run_name": "renamed"},
+        seed=99,
     )
     assert Trainer(more).fit().step == 3
-    assert "global batch changes from 4 to 2 samples per step" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "step_00000002 (step 2)" in out
+    assert "global batch changes from 4 to 2 samples per step" in out
 
 
-def test_export_loads_in_transformers_with_our_logits_and_imports_back(tmp_path, shards):
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory, shards) -> tuple[Path, TrainConfig, str]:
+    """(config file, config, what stdout got) of `python -m training train` for 2 steps with
+    `precision: auto`: bf16 on a CPU with native bf16, fp32 on one without (which emulates bf16 slowly)."""
+    tmp_path = tmp_path_factory.mktemp("auto")
+    cfg = micro_config(tmp_path, shards, schedule={"warmup_steps": 1, "total_steps": 2}, precision="auto")
+    path = write_config(tmp_path, cfg)
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(["train", str(path)]) == 0
+    return path, cfg, out.getvalue()
+
+
+def test_train_prints_one_line_per_log_interval_and_deepspeed_only_when_verbose(auto_run, capsys):
+    path, cfg, out = auto_run
+    lines = out.splitlines()
+    resolved = resolve_precision("auto", torch.device("cpu"))
+    assert lines[0] == f"precision: {resolved.name} ({resolved.why})"
+    assert [line.split(" |")[0] for line in lines if "tok/s" in line] == ["step 1/2", "step 2/2"]
+    assert "CPU Virtual Memory" not in out and not any(line.startswith("MA ") for line in lines)
+    assert main(["train", str(path), "--verbose"]) == 0  # resumes, with nothing left to train
+    verbose = capsys.readouterr().out
+    assert "CPU Virtual Memory" in verbose
+    assert ("begin bf16_optimizer" in verbose) == (resolved.name == "bf16")
+
+
+def test_export_writes_the_trained_dtype_loads_in_transformers_and_imports_back(tmp_path, auto_run, shards):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    two_steps = {"warmup_steps": 1, "total_steps": 2}
-    cfg = micro_config(tmp_path, shards, schedule=two_steps)
-    Trainer(cfg).fit()
+    _, cfg, _ = auto_run
     out = tmp_path / "export"
     assert main(["export", str(cfg.checkpoint.dir), str(out)]) == 0
+    _, exported = load_hf(out)
+    trained = resolve_precision("auto", torch.device("cpu")).dtype
+    assert {t.dtype for t in exported.values()} == {trained}  # the precision it trained in
     ours = StableLM(cfg.model)
-    ours.load_state_dict(checkpoint.model_state_dict(cfg.checkpoint.dir))
+    ours.load_state_dict(checkpoint.model_state_dict(checkpoint.resolve(cfg.checkpoint.dir)))
     theirs = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     assert type(theirs).__name__ == "StableLmForCausalLM"
     ids = torch.tensor([tokenizer.load().encode_ordinary("def train(cfg): return Trainer(cfg).fit()")])
     with torch.no_grad():
         diff = (theirs(ids).logits - ours(ids)).abs().max().item()
-    assert diff <= 1e-4  # bf16 training: the module weights are the bf16 values the export holds
+    assert diff <= 1e-4  # the module weights are the values the export holds
     assert AutoTokenizer.from_pretrained(out).decode(ids[0]) == "def train(cfg): return Trainer(cfg).fit()"
+    other, other_dtype = ("fp32", torch.float32) if trained == torch.bfloat16 else ("bf16", torch.bfloat16)
+    assert main(["export", str(cfg.checkpoint.dir), str(tmp_path / other), "--dtype", other]) == 0
+    assert {t.dtype for t in load_hf(tmp_path / other)[1].values()} == {other_dtype}
 
     # import-hf: a new run starts from the exported weights and trains on.
+    two_steps = {"warmup_steps": 1, "total_steps": 2}
     cont = with_hf_model(micro_config(tmp_path / "cont", shards, schedule=two_steps), out)
     trainer = Trainer(cont)
-    exported = theirs.state_dict()
-    assert torch.equal(trainer.model.lm_head.weight.detach().float(), exported["lm_head.weight"])
+    assert torch.equal(trainer.model.lm_head.weight.detach(), exported["lm_head.weight"].float())
     assert trainer.fit().status == "finished"

@@ -1,12 +1,14 @@
 """Train, export and import Stable LM 2 checkpoints.
 
-    python -m training train CONFIG [--set key=value ...]
-    python -m training import-hf HF_FOLDER CONFIG [--set key=value ...]
-    python -m training export CHECKPOINT OUT_DIR
+    python -m training train CONFIG [--set key=value ...] [--verbose]
+    python -m training import-hf HF_FOLDER CONFIG [--set key=value ...] [--verbose]
+    python -m training export CHECKPOINT OUT_DIR [--dtype auto|bf16|fp32]
 
-`train` resumes from the latest checkpoint in `checkpoint.dir` when there is one. `import-hf` trains
-CONFIG starting from the weights (and model shape) of a Hugging Face StableLM folder. `export` writes
-a checkpoint (a `step_*` folder, or a checkpoint dir for its latest) as a Hugging Face folder.
+`train` resumes from the newest complete checkpoint in `checkpoint.dir` when there is one, refusing a
+config that changes what the checkpoint was trained with. `import-hf` trains CONFIG starting from the
+weights (and model shape) of a Hugging Face StableLM folder. `export` writes a checkpoint (a `step_*`
+folder, or a checkpoint dir for its newest complete one) as a Hugging Face folder, by default in the
+precision it trained in. `--verbose` lets DeepSpeed's own logs and memory reports through.
 On GPUs launch `train` with `deepspeed` or `torchrun`; on CPU, `torchrun --nproc_per_node N` works too.
 """
 
@@ -19,10 +21,12 @@ from pathlib import Path
 import torch
 
 from common.config import ConfigError, add_overrides_argument, parse_overrides
+from common.precision import resolve_precision
 from pipeline.shards import ShardError
 from training import checkpoint
 from training.config import TrainConfig, load
 from training.hf import HFFormatError, read_model_config, save_hf
+from training.resume import ResumeError
 
 EXIT_BAD_INPUT = 2
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a killed process reports
@@ -38,19 +42,29 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("hf_folder", type=Path)
     imp.add_argument("config", type=Path)
     add_overrides_argument(imp)
+    for command in (train, imp):
+        command.add_argument(
+            "--verbose", action="store_true", help="show DeepSpeed's INFO logs and memory reports too"
+        )
     export = commands.add_parser("export", help="write a checkpoint as a Hugging Face folder")
     export.add_argument("checkpoint", type=Path)
     export.add_argument("out_dir", type=Path)
+    export.add_argument(
+        "--dtype",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="of the weights written; auto: the precision the checkpoint trained in",
+    )
     args = parser.parse_args(argv)
 
     try:
         if args.command == "export":
-            return export_checkpoint(args.checkpoint, args.out_dir)
+            return export_checkpoint(args.checkpoint, args.out_dir, args.dtype)
         cfg = load(args.config, parse_overrides(args.set))
         if args.command == "import-hf":
             cfg = with_hf_model(cfg, args.hf_folder)
-        return train_run(cfg)
-    except (ConfigError, ShardError, HFFormatError, checkpoint.CheckpointError, ValueError) as e:
+        return train_run(cfg, args.verbose)
+    except (ConfigError, ShardError, HFFormatError, checkpoint.CheckpointError, ResumeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -64,10 +78,10 @@ def with_hf_model(cfg: TrainConfig, folder: Path) -> TrainConfig:
     return TrainConfig.model_validate(raw)
 
 
-def train_run(cfg: TrainConfig) -> int:
+def train_run(cfg: TrainConfig, verbose: bool = False) -> int:
     from training.trainer import NonFiniteLossError, Trainer  # imports DeepSpeed: only to train
 
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, verbose)
     try:
         result = trainer.fit()
     except NonFiniteLossError as e:
@@ -80,11 +94,14 @@ def train_run(cfg: TrainConfig) -> int:
     return EXIT_PREEMPTED if result.status == "preempted" else 0
 
 
-def export_checkpoint(path: Path, out_dir: Path) -> int:
-    cfg = TrainConfig.model_validate(checkpoint.read_config(path))
-    root, tag = checkpoint.resolve(path)
-    save_hf(checkpoint.model_state_dict(path), cfg.model, out_dir, dtype=torch.bfloat16)
-    print(f"exported {root / tag} to {out_dir}")
+def export_checkpoint(path: Path, out_dir: Path, dtype: str = "auto") -> int:
+    """Write the checkpoint `path` names as a Hugging Face folder, its weights in `dtype` (auto: the
+    precision the run trained in, which its config.json holds resolved)."""
+    folder = checkpoint.resolve(path)
+    cfg = TrainConfig.model_validate(checkpoint.read(folder).config)
+    precision = resolve_precision(cfg.precision if dtype == "auto" else dtype, torch.device("cpu"))
+    save_hf(checkpoint.model_state_dict(folder), cfg.model, out_dir, dtype=precision.dtype)
+    print(f"exported {folder} ({precision.name}) to {out_dir}")
     return 0
 
 

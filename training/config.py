@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from common.config import Config
 from common.config import load as load_config
+from common.precision import Requested
 from training.model import ModelConfig
 
 __all__ = [
@@ -125,10 +127,22 @@ class TrainConfig(Config):
     log: LogConfig = LogConfig()
     # Seeds the weight init and the torch/numpy/python RNGs; the data order has its own seed.
     seed: int = 1234
-    bf16: bool = True
+    # auto: bf16 where the training device computes it natively (CUDA GPUs with bf16, CPUs with
+    # AVX512-BF16 or AMX), else fp32 (common.precision); a checkpoint's config.json holds the result.
+    precision: Requested = "auto"
+    # The key `precision` replaced; present only to say so (never part of a dumped config).
+    bf16: Any = Field(None, exclude=True)
     activation_checkpointing: bool = False
     # Non-finite steps in a row (each one skipped) before the run aborts.
     max_nonfinite_in_row: int = Field(5, gt=0)
+
+    @field_validator("bf16", mode="before")
+    @classmethod
+    def _bf16_was_replaced(cls, value: Any) -> None:
+        raise ValueError(
+            f"bf16 was replaced by precision: auto|bf16|fp32 (auto picks bf16 where the hardware computes "
+            f"it natively); write precision: {'bf16' if value else 'fp32'} or precision: auto instead"
+        )
 
     @model_validator(mode="after")
     def _seq_fits_model(self) -> TrainConfig:

@@ -14,16 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 import tokenizer
-from pipeline.shards import ShardError, ShardSet
+from pipeline.shards import COLUMN, ShardError, ShardSet
 
-__all__ = ["ShardLoader", "open_shards", "open_valid_shards"]
+__all__ = ["ShardLoader", "check_token_ids", "open_shards", "open_valid_shards"]
 
 
 def open_shards(folder: Path, seq_len: int, vocab_size: int, verify_checksums: bool = True) -> ShardSet:
-    """The shards in `folder`, checked against the model and the tokenizer before any step runs."""
+    """The shards in `folder`, checked against the model and the tokenizer before any step runs; with
+    `verify_checksums`, which reads every shard anyway, every token id is checked too."""
     enc = tokenizer.load()
     shards = ShardSet(
         folder,
@@ -37,7 +40,32 @@ def open_shards(folder: Path, seq_len: int, vocab_size: int, verify_checksums: b
             f"{folder}: documents end with id {shards.manifest.tokenizer.eot_id}, "
             f"the tokenizer's <|endoftext|> is {enc.eot_id}"
         )
+    if verify_checksums:
+        check_token_ids(shards, vocab_size)
     return shards
+
+
+def check_token_ids(shards: ShardSet, vocab_size: int) -> None:
+    """Raise ShardError naming the shard file and row of the first id outside [0, vocab_size).
+
+    A shard whose sha256 matches can still hold such ids (a packer bug, another vocabulary), and the
+    embedding lookup would fail on them mid-run with an IndexError. One vectorised min/max per
+    memory-mapped shard finds them first; the row is looked up only for a bad shard.
+    """
+    for info in shards.manifest.shards:
+        path = shards.folder / info.file
+        column = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all().column(COLUMN)
+        ids = pc.list_flatten(column)
+        extremes = pc.min_max(ids)
+        if extremes["min"].as_py() >= 0 and extremes["max"].as_py() < vocab_size:
+            continue
+        flat = ids.to_numpy()
+        first = int(np.flatnonzero((flat < 0) | (flat >= vocab_size))[0])
+        row, position = divmod(first, shards.seq_len + 1)
+        raise ShardError(
+            f"{path}: row {row} holds token id {flat[first]} at position {position}, outside the model's "
+            f"vocabulary of {vocab_size} ids (0-{vocab_size - 1})"
+        )
 
 
 def open_valid_shards(train: ShardSet, vocab_size: int, verify_checksums: bool = True) -> ShardSet | None:

@@ -1,4 +1,5 @@
-"""Where this rank runs: DeepSpeed's accelerator, the process group, and this rank's device.
+"""Where this rank runs: DeepSpeed's accelerator, the process group, this rank's device, and how much
+DeepSpeed may say.
 
 DeepSpeed fixes its accelerator when it is first imported, so it is imported here, after the choice is
 made, and the rest of training takes `deepspeed` from this module.
@@ -6,7 +7,12 @@ made, and the rest of training takes `deepspeed` from this module.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -18,7 +24,9 @@ import deepspeed  # noqa: E402
 
 from common.net import free_port  # noqa: E402
 
-__all__ = ["deepspeed", "device", "init_distributed"]
+__all__ = ["deepspeed", "deepspeed_output", "device", "from_rank0", "init_distributed"]
+
+T = TypeVar("T")
 
 
 def init_distributed() -> None:
@@ -38,3 +46,30 @@ def device() -> torch.device:
         return torch.device("cpu")
     torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cuda", torch.cuda.current_device())
+
+
+@contextlib.contextmanager
+def deepspeed_output(verbose: bool) -> Iterator[None]:
+    """Lets DeepSpeed's INFO logs and the lines it prints itself (the `MA ... GB` / `CPU Virtual Memory`
+    pairs of each parameter group, "built successfully", ...) through only when `verbose`: they bury
+    the one progress line per log interval. Its warnings always pass (its logger keeps the real stdout)."""
+    level = logging.INFO if verbose else logging.WARNING
+    for handler in [deepspeed.utils.logger, *deepspeed.utils.logger.handlers]:
+        handler.setLevel(level)
+    with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def from_rank0(compute: Callable[[], T]) -> T:
+    """`compute()` run by rank 0 alone (it reads files every rank would otherwise read again), its
+    result or the ValueError it raised given to every rank, so that no rank waits on one that failed."""
+    shared: list[object] = [None]
+    if dist.get_rank() == 0:
+        try:
+            shared[0] = compute()
+        except ValueError as e:
+            shared[0] = e
+    dist.broadcast_object_list(shared, src=0)
+    if isinstance(shared[0], ValueError):
+        raise shared[0]
+    return shared[0]  # type: ignore[return-value]

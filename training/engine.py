@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from common.precision import Precision
 from training.config import TrainConfig
 from training.distributed import deepspeed
 from training.model import StableLM
@@ -18,7 +19,11 @@ from training.schedule import lr_at
 __all__ = ["build_engine", "deepspeed_config", "lm_loss", "param_groups"]
 
 
-def deepspeed_config(cfg: TrainConfig, world_size: int, load_universal: bool = False) -> dict[str, Any]:
+def deepspeed_config(
+    cfg: TrainConfig, world_size: int, precision: Precision, load_universal: bool = False
+) -> dict[str, Any]:
+    """DeepSpeed's config for `cfg` in the resolved `precision`: bf16 runs DeepSpeed's BF16_Optimizer
+    (bf16 weights, fp32 master copy); fp32 runs plain ZeRO-1 on fp32 weights."""
     return {
         "train_micro_batch_size_per_gpu": cfg.batch.micro_batch,
         "gradient_accumulation_steps": cfg.batch.grad_accum,
@@ -26,7 +31,7 @@ def deepspeed_config(cfg: TrainConfig, world_size: int, load_universal: bool = F
         "gradient_clipping": cfg.optim.grad_clip,
         "zero_optimization": {"stage": 1},
         # check_grad_overflow: skip (and report) a step whose gradients are not finite.
-        "bf16": {"enabled": cfg.bf16, "check_grad_overflow": True},
+        "bf16": {"enabled": precision.name == "bf16", "check_grad_overflow": True},
         # Stability accumulated and all-reduced gradients in fp32.
         "data_types": {"grad_accum_dtype": "fp32"},
         "communication_data_type": "fp32",
@@ -43,9 +48,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_engine(model: StableLM, cfg: TrainConfig, load_universal: bool = False) -> tuple[Any, Any]:
-    """(engine, optimizer): `model` under DeepSpeed with AdamW at the schedule's first lr; with
-    `load_universal`, for loading a checkpoint saved at another world size (`checkpoint.load`)."""
+def build_engine(
+    model: StableLM, cfg: TrainConfig, precision: Precision, load_universal: bool = False
+) -> tuple[Any, Any]:
+    """(engine, optimizer): `model` under DeepSpeed in `precision` with AdamW at the schedule's first lr;
+    with `load_universal`, for loading a checkpoint saved at another world size (`checkpoint.load`)."""
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.optim.weight_decay),
         lr=lr_at(0, cfg.optim, cfg.schedule),
@@ -53,9 +60,8 @@ def build_engine(model: StableLM, cfg: TrainConfig, load_universal: bool = False
         eps=cfg.optim.eps,
         fused=True,  # one kernel per step on CUDA and on CPU (7x faster there than foreach)
     )
-    engine, optimizer, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, config=deepspeed_config(cfg, dist.get_world_size(), load_universal)
-    )
+    config = deepspeed_config(cfg, dist.get_world_size(), precision, load_universal)
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     return engine, optimizer
 
 

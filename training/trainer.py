@@ -1,4 +1,5 @@
-"""The training loop: a DeepSpeed engine (ZeRO-1, bf16 with fp32 master weights) over the shard loader.
+"""The training loop: a DeepSpeed engine (ZeRO-1; bf16 with fp32 master weights, or fp32, as the
+precision resolves for the device) over the shard loader.
 
 Each optimizer step runs `grad_accum` micro-batches; the learning rate comes from `lr_at`, the loss
 is an fp32 cross-entropy, and DeepSpeed skips any step whose gradients are not finite (we count
@@ -12,6 +13,7 @@ import json
 import math
 import random
 import signal
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,15 +26,17 @@ import torch.distributed as dist
 
 import tokenizer
 from common.config import flatten
+from common.precision import resolve_precision
 from common.tracking import Tracker, git_commit
 from pipeline.shards import ShardSet, manifest_hash
 from training import checkpoint
 from training.config import TrainConfig
 from training.data import ShardLoader, open_shards, open_valid_shards
-from training.distributed import device, init_distributed
+from training.distributed import deepspeed_output, device, from_rank0, init_distributed
 from training.engine import build_engine, lm_loss
 from training.hf import load_hf
 from training.model import StableLM, flops_per_token
+from training.resume import check_resume
 from training.schedule import lr_at
 from training.utilization import memory_metrics, peak_flops
 
@@ -62,22 +66,21 @@ class Result:
 
 
 class Trainer:
-    """Everything a run needs, checked and built before the first step; `fit()` trains."""
+    """Everything a run needs, checked and built before the first step; `fit()` trains.
 
-    def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
-        init_distributed()
+    `verbose` lets DeepSpeed's own output (INFO logs, memory lines per parameter group) through.
+    """
+
+    def __init__(self, cfg: TrainConfig, verbose: bool = False):
+        self.cfg, self.verbose = cfg, verbose
+        with deepspeed_output(verbose):
+            init_distributed()
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.device = device()
-        # The data first: a bad shard folder fails here, before a model is built.
-        vocab, verify = cfg.model.vocab_size, cfg.data.verify_checksums
-        self.train_shards = open_shards(cfg.data.shards, cfg.data.seq_len, vocab, verify)
-        self.valid_shards = open_valid_shards(self.train_shards, vocab, verify)
-        self.loader = self._loader(self.train_shards, shuffle=True)
-        if self.valid_shards is not None:  # fails now if the split cannot fill one micro-step
-            self._loader(self.valid_shards, shuffle=False)
-        else:
-            self._print(f"{cfg.data.shards}: the manifest names no validation split; no validation")
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self._announce_precision()
+        self._open_data()
+        saved = self._checkpoint_to_resume()
 
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -85,32 +88,74 @@ class Trainer:
         with self.device:  # initialised where it trains: minutes faster for 1.6B on a GPU
             self.model = StableLM(cfg.model)
         self.model.activation_checkpointing = cfg.activation_checkpointing
-        resuming = checkpoint.latest_tag(cfg.checkpoint.dir) is not None
-        if cfg.checkpoint.init_from_hf is not None and not resuming:
+        if cfg.checkpoint.init_from_hf is not None and saved is None:
             self._load_hf_weights(cfg.checkpoint.init_from_hf)
-        reshard = checkpoint.needs_reshard(cfg.checkpoint.dir, self.world_size)
-        self.engine, self.optimizer = build_engine(self.model, cfg, load_universal=reshard)
+        reshard = saved is not None and checkpoint.saved_world_size(saved.folder) != self.world_size
+        with deepspeed_output(verbose):
+            self.engine, self.optimizer = build_engine(self.model, cfg, self.precision, reshard)
 
         self.step, self.skipped_steps, self.nonfinite_in_row = 0, 0, 0
+        self.samples_per_step = cfg.batch.micro_batch * cfg.batch.grad_accum * self.world_size
         run_id = None
-        state = checkpoint.load(self.engine, cfg.checkpoint.dir)
-        samples_per_step = cfg.batch.micro_batch * cfg.batch.grad_accum * self.world_size
-        if state is not None:
-            self.step, self.skipped_steps = state["step"], state["skipped_steps"]
-            self.loader.load_state_dict(state["loader"])
-            run_id = state["mlflow_run_id"]
-            if state.get("samples_per_step", samples_per_step) != samples_per_step:
-                self._print(
-                    f"note: the global batch changes from {state['samples_per_step']} to {samples_per_step} "
-                    f"samples per step (micro_batch x grad_accum x {self.world_size} ranks)"
-                )
-        self.samples_per_step = samples_per_step
+        if saved is not None:
+            with deepspeed_output(verbose):
+                checkpoint.load(self.engine, saved)
+            run_id = self._restore(saved.state)
         self.eot_id = tokenizer.EOT_ID if cfg.data.document_masking else None
-        self.tokens_per_step = samples_per_step * cfg.data.train_len
+        self.tokens_per_step = self.samples_per_step * cfg.data.train_len
         self.flops_per_token = flops_per_token(cfg.model, cfg.data.train_len)
         self.peak_flops = peak_flops(self.device, cfg.log.peak_flops)
         self.tracker = self._open_tracker(run_id) if self.rank == 0 else None
         self._stop_requested = False
+
+    def _announce_precision(self) -> None:
+        """What the run trains in and why, first thing on rank 0; a warning when bf16 will be emulated
+        (slow enough to look like a hang: 5 tokens/s for the tiny config on an AVX2-only CPU)."""
+        self._print(f"precision: {self.precision.name} ({self.precision.why})")
+        if self.precision.warning and self.rank == 0:
+            print(f"warning: {self.precision.warning}", file=sys.stderr, flush=True)
+
+    def _open_data(self) -> None:
+        """The shards first: a bad shard folder fails here, before a model is built."""
+        cfg = self.cfg
+        vocab, verify = cfg.model.vocab_size, cfg.data.verify_checksums
+        self.train_shards = open_shards(cfg.data.shards, cfg.data.seq_len, vocab, verify)
+        self.valid_shards = open_valid_shards(self.train_shards, vocab, verify)
+        self.data_facts = {
+            "data_manifest_sha256": manifest_hash(self.train_shards.folder),
+            "tokenizer_fingerprint": self.train_shards.manifest.tokenizer.fingerprint,
+        }
+        self.loader = self._loader(self.train_shards, shuffle=True)
+        if self.valid_shards is not None:  # fails now if the split cannot fill one micro-step
+            self._loader(self.valid_shards, shuffle=False)
+        else:
+            self._print(f"{cfg.data.shards}: the manifest names no validation split; no validation")
+
+    def _checkpoint_to_resume(self) -> checkpoint.Saved | None:
+        """The newest complete checkpoint (rank 0 checks the files, one line per one passed over), once
+        its settings are known to fit this run; None for a new run."""
+        folder = from_rank0(lambda: checkpoint.newest_complete(self.cfg.checkpoint.dir))
+        if folder is None:
+            return None
+        saved = checkpoint.read(folder)
+        check_resume(saved, self._resolved_config(), self.data_facts)
+        self._print(f"resuming from {folder} (step {saved.step})")
+        return saved
+
+    def _resolved_config(self) -> dict[str, Any]:
+        """The config as JSON with `precision` as resolved: what a checkpoint keeps and a resume compares."""
+        return {**self.cfg.model_dump(mode="json"), "precision": self.precision.name}
+
+    def _restore(self, state: dict[str, Any]) -> str | None:
+        """Continue the counters and the data position of a checkpoint's trainer state; its MLflow run id."""
+        self.step, self.skipped_steps = state["step"], state["skipped_steps"]
+        self.loader.load_state_dict(state["loader"])
+        if state["samples_per_step"] != self.samples_per_step:
+            self._print(
+                f"note: the global batch changes from {state['samples_per_step']} to {self.samples_per_step} "
+                f"samples per step (micro_batch x grad_accum x {self.world_size} ranks)"
+            )
+        return state["mlflow_run_id"]
 
     def _loader(self, shards: ShardSet, shuffle: bool) -> ShardLoader:
         mb, data = self.cfg.batch.micro_batch, self.cfg.data
@@ -127,13 +172,13 @@ class Trainer:
         cfg = self.cfg
         tags = {
             "git_commit": git_commit(),
-            "data_manifest_sha256": manifest_hash(self.train_shards.folder),
-            "tokenizer_fingerprint": self.train_shards.manifest.tokenizer.fingerprint,
+            **self.data_facts,
             "world_size": str(self.world_size),
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
         }
         config = cfg.model_dump(mode="json")
-        tracker = Tracker.open(cfg.log.experiment, cfg.log.run_name, run_id, flatten(config), tags)
+        params = {**flatten(config), "precision.resolved": self.precision.name}
+        tracker = Tracker.open(cfg.log.experiment, cfg.log.run_name, run_id, params, tags)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "config.json"
             path.write_text(json.dumps(config, indent=2) + "\n")
@@ -277,14 +322,18 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "loader": self.loader.state_dict(),
             "samples_per_step": self.samples_per_step,
-            "mlflow_run_id": self.tracker.run_id if self.tracker else None,
-            "config": self.cfg.model_dump(mode="json"),
+            "mlflow_run_id": self.tracker.run_id if self.tracker else None,  # rank 0 writes the state
+            **self.data_facts,
         }
-        if self.world_size > 1:  # only rank 0 knows the run id; its state is what DeepSpeed saves
-            holder = [state["mlflow_run_id"]]
-            dist.broadcast_object_list(holder, src=0)
-            state["mlflow_run_id"] = holder[0]
-        checkpoint.save(self.engine, self.cfg.checkpoint.dir, self.step, state, self.cfg.checkpoint.keep_last)
+        with deepspeed_output(self.verbose):
+            checkpoint.save(
+                self.engine,
+                self.cfg.checkpoint.dir,
+                self.step,
+                self._resolved_config(),
+                state,
+                self.cfg.checkpoint.keep_last,
+            )
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         self._stop_requested = True
