@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.setup-stamp
 DATA_CONFIG  ?= configs/data/sample.yaml
 TRAIN_CONFIG ?= configs/train/tiny.yaml
 
-.PHONY: setup test lint bench data serve train mlflow-ui gpu-wheels
+.PHONY: setup test lint bench data serve train eval mlflow-ui gpu-wheels
 
 setup: $(STAMP)
 
@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.pack
 	$(BIN)/python -m bench.train_step
 	$(BIN)/python -m bench.serve
+	$(BIN)/python -m bench.eval
 
 data: $(STAMP)
 	$(BIN)/python -m pipeline run $(DATA_CONFIG)
@@ -44,15 +45,27 @@ SERVE_MODEL ?= runs/tiny/export
 serve: $(STAMP)
 	$(BIN)/python -m serving --model $(SERVE_MODEL)
 
-# Trains the tiny config on CPU for a few minutes on the sample shards (made first when missing),
-# then exports the last checkpoint to runs/tiny/export, the folder `make serve` serves.
-# A second `make train` resumes from the last checkpoint. TRAIN_SET="--set key=value ..." overrides.
+# Trains the tiny config on CPU for a few minutes on the sample shards (made first when missing), in bf16
+# where the CPU computes it natively (AVX512-BF16, AMX) and fp32 elsewhere (precision: auto), then
+# exports the last checkpoint in that precision to runs/tiny/export, the folder `make serve` serves.
+# A second `make train` resumes from the last complete checkpoint. TRAIN_SET="--set key=value ..."
+# overrides (TRAIN_SET="--verbose" shows DeepSpeed's own output too).
 TRAIN_RUN ?= runs/tiny
 train: $(STAMP)
 	test -f data/shards/sample/manifest.json || $(MAKE) data
 	$(BIN)/python -m training train $(TRAIN_CONFIG) --set checkpoint.dir=$(TRAIN_RUN)/checkpoints $(TRAIN_SET)
 	$(BIN)/python -m training export $(TRAIN_RUN)/checkpoints $(TRAIN_RUN)/export
 	@echo "export: $(TRAIN_RUN)/export (make serve); MLflow store: ./mlruns (make mlflow-ui)"
+
+# Evaluates the export `make train` writes on the bundled tasks (configs/eval/bundled.yaml) with
+# lm-evaluation-harness: the table on stdout, results.json in EVAL_OUT, an MLflow run in experiment eval.
+# EVAL_MODEL=path (an export or a checkpoint) and EVAL_ARGS="--suite card" evaluate something else.
+EVAL_MODEL ?= runs/tiny/export
+EVAL_ARGS  ?= --suite bundled
+EVAL_OUT   ?= runs/tiny/eval
+eval: $(STAMP)
+	@test -e $(EVAL_MODEL) || { echo "no model at $(EVAL_MODEL): run make train first"; exit 1; }
+	$(BIN)/python -m evaluation run --model $(EVAL_MODEL) $(EVAL_ARGS) --output $(EVAL_OUT)
 
 # The MLflow UI over the local store that training writes when MLFLOW_TRACKING_URI is unset.
 mlflow-ui: $(STAMP)

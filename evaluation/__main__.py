@@ -1,0 +1,90 @@
+"""Evaluate an export or a training checkpoint with lm-evaluation-harness.
+
+    python -m evaluation run --model PATH (--tasks A,B | --suite NAME) [--num-fewshot N] [--limit N]
+                             [--batch-size N] [--dtype float32|bfloat16|float16|auto] [--device D]
+                             [--output DIR]
+
+`--tasks` takes lm-eval task, group or tag names (the bundled ones: stablelm2_cloze, stablelm2_gen);
+`--suite` a suite of tasks with their shot counts (configs/eval/<name>.yaml: `bundled`, `card`) or a
+suite file. Prints the results table, writes DIR/results.json (default runs/eval/<model folder name>)
+and logs an MLflow run in experiment `eval`. Nothing is downloaded: data sets come from the local
+Hugging Face cache or the repository.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports `datasets` or `huggingface_hub`, which read these once.
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import get_args  # noqa: E402
+
+from serving.config import Dtype  # noqa: E402
+
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="evaluate a model on tasks or a suite")
+    run.add_argument("--model", required=True, type=Path, help="an export folder or a training checkpoint")
+    which = run.add_mutually_exclusive_group(required=True)
+    which.add_argument("--tasks", help="comma-separated lm-eval task, group or tag names")
+    which.add_argument("--suite", help="a suite in configs/eval (bundled, card) or a suite YAML file")
+    run.add_argument("--num-fewshot", type=int, help="few-shot examples for every task (default: its own)")
+    run.add_argument("--limit", type=float, help="documents per task (below 1: a fraction of them)")
+    run.add_argument("--batch-size", type=int, default=16)
+    run.add_argument(
+        "--dtype",
+        default="float32",
+        choices=get_args(Dtype),
+        help="float32 (default: exact), or auto: bf16 where the device computes it natively, else fp32",
+    )
+    run.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    run.add_argument("--output", type=Path, help="where results.json goes (default runs/eval/<model name>)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    # Imported once the arguments are known: lm-eval, torch and transformers take seconds to import.
+    from lm_eval.utils import make_table
+
+    from common.config import ConfigError
+    from evaluation.run import evaluate
+    from evaluation.source import SourceError
+    from evaluation.tasks import MissingDataError, load_suite
+
+    try:
+        names = [] if args.suite else [name.strip() for name in args.tasks.split(",") if name.strip()]
+        shots = load_suite(args.suite).tasks if args.suite else dict.fromkeys(names)
+        output = args.output or Path("runs") / "eval" / args.model.resolve().name
+        limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
+        done = evaluate(
+            args.model,
+            shots,
+            output,
+            num_fewshot=args.num_fewshot,
+            limit=limit,
+            batch_size=args.batch_size,
+            dtype=args.dtype,
+            device=args.device,
+        )
+    except (ConfigError, SourceError, MissingDataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(make_table(done.results))
+    if done.results.get("groups"):
+        print(make_table(done.results, "groups"))
+    print(f"results: {done.path}")
+    print(f"MLflow run {done.run_id} (experiment eval) in {done.tracking_uri} (make mlflow-ui)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

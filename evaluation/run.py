@@ -1,0 +1,120 @@
+"""One evaluation: tasks loaded (their data checked first), the model run through lm-eval's
+`simple_evaluate` as `stablelm2`, and the results recorded:
+
+- `<output>/results.json`: what `simple_evaluate` returns, made JSON the way lm-eval's own CLI makes it
+  (its `config` holds the model's provenance, from `StableLM2.get_model_info`);
+- an MLflow run in experiment `eval`: every numeric metric as `eval/<task>/<metric>` (a metric under a
+  filter other than lm-eval's `none` is `<metric>.<filter>`), results.json as an artifact, and tags
+  naming the model and, for a checkpoint, its training run, data manifest and tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lm_eval
+from lm_eval.utils import handle_non_serializable
+
+import evaluation.adapter  # noqa: F401 (registers `stablelm2` with lm-eval)
+from common.files import write_text
+from common.tracking import Tracker, git_commit
+from evaluation.tasks import load_tasks, task_manager
+
+__all__ = ["EXPERIMENT", "Evaluation", "evaluate", "mlflow_metrics"]
+
+EXPERIMENT = "eval"
+# Keys of results["config"] (from StableLM2.get_model_info) that become the MLflow run's tags.
+TAG_KEYS = (
+    "model_path",
+    "model_kind",
+    "model_dtype",
+    "model_device",
+    "training_run_id",
+    "checkpoint",
+    "checkpoint_step",
+    "data_manifest_sha256",
+    "tokenizer_fingerprint",
+)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    results: dict[str, Any]
+    path: Path  # results.json
+    run_id: str
+    tracking_uri: str
+
+
+def evaluate(
+    model: str | Path,
+    shots: Mapping[str, int | None],
+    output: Path,
+    *,
+    num_fewshot: int | None = None,
+    limit: float | None = None,
+    batch_size: int = 16,
+    dtype: str = "float32",
+    device: str = "auto",
+) -> Evaluation:
+    """Run the tasks `shots` names (name -> few-shot examples, None: the task's own; `num_fewshot`
+    overrides all but tasks fixed at 0, as in lm-eval) on the export or checkpoint `model`."""
+    manager = task_manager(shots)
+    tasks = load_tasks(manager, shots)  # before the model: a missing data set fails in seconds
+    results = lm_eval.simple_evaluate(
+        model="stablelm2",
+        model_args={"pretrained": str(model), "dtype": dtype},
+        tasks=tasks,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        batch_size=batch_size,
+        device=device,
+        task_manager=manager,
+        log_samples=False,
+    )
+    path = write_text(
+        Path(output) / "results.json",
+        json.dumps(results, indent=2, default=handle_non_serializable, ensure_ascii=False) + "\n",
+    )
+    params = {
+        "tasks": ",".join(f"{name}:{n}" for name, n in shots.items()),
+        "num_fewshot": str(num_fewshot),
+        "limit": str(limit),
+        "batch_size": str(batch_size),
+        "lm_eval_version": lm_eval.__version__,
+    }
+    tracker = _track(results, path, params)
+    return Evaluation(results, path, tracker.run_id, tracker.uri)
+
+
+def _track(results: dict[str, Any], path: Path, params: dict[str, str]) -> Tracker:
+    info = results["config"]
+    tags = {key: str(info[key]) for key in TAG_KEYS if key in info} | {"git_commit": git_commit()}
+    tracker = Tracker.open(EXPERIMENT, Path(info["model_path"]).name, params=params, tags=tags)
+    try:
+        tracker.log_metrics(mlflow_metrics(results), step=int(info.get("checkpoint_step", 0)))
+        tracker.log_artifact(path)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish()
+    return tracker
+
+
+def mlflow_metrics(results: Mapping[str, Any]) -> dict[str, float]:
+    """Every finite number among lm-eval's per-task (and per-group) results, as `eval/<task>/<metric>`;
+    lm-eval's keys are `<metric>,<filter>`, and MLflow names may not hold a comma."""
+    metrics = {}
+    for task, values in results["results"].items():
+        for key, value in values.items():
+            name, _, filter_name = key.partition(",")
+            if not filter_name or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if math.isfinite(value):
+                metric = name if filter_name == "none" else f"{name}.{filter_name}"
+                metrics[f"eval/{task}/{metric}"] = float(value)
+    return metrics

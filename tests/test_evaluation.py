@@ -1,0 +1,219 @@
+"""`python -m evaluation`: the CLI on a tiny export from another working directory (results table,
+results.json, the MLflow run), a training checkpoint as the model (its provenance as tags), the card
+suite failing offline with every missing data set named, and the bundled tasks themselves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lm_eval.api.instance import Instance
+from lm_eval.api.registry import get_model
+from mlflow import MlflowClient
+
+import tokenizer
+from common.files import write_json, write_text
+from evaluation import make_tasks
+from evaluation.adapter import StableLM2
+from evaluation.run import EXPERIMENT, evaluate, mlflow_metrics
+from evaluation.source import SourceError, load_source
+from evaluation.tasks import TASKS_DIR, load_suite, load_tasks, task_manager
+from harness.tiny_export import make_tiny_export
+from training import checkpoint
+from training.hf import load_hf
+
+ROOT = Path(__file__).resolve().parents[1]
+LANGUAGES = ("en", "de", "es", "fr", "it", "nl", "pt")
+CARD_DATA_SETS = (
+    "allenai/ai2_arc",
+    "Rowan/hellaswag",
+    "cais/mmlu",
+    "truthfulqa/truthful_qa",
+    "allenai/winogrande",
+    "openai/gsm8k",
+)
+
+
+@pytest.fixture(scope="module", name="export")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_export(tmp_path_factory.mktemp("export"), seed=3, max_position_embeddings=256)
+
+
+@pytest.fixture(scope="module", name="mlflow_uri")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri
+
+
+def make_checkpoint(export: Path, root: Path, fingerprint: str) -> Path:
+    """A checkpoint dir in the trainer's layout (weights, config.json, trainer.json, manifest, latest)
+    holding the export's weights, as training would have saved them at step 7 of MLflow run `run-abc`."""
+    cfg, state_dict = load_hf(export)
+    folder = root / checkpoint.tag_for(7)
+    folder.mkdir(parents=True)
+    torch.save({"module": {k: v.float() for k, v in state_dict.items()}}, folder / checkpoint.MODEL_STATES)
+    write_json(folder / checkpoint.CONFIG_FILE, {"model": cfg.model_dump(mode="json"), "precision": "fp32"})
+    state = {"step": 7, "mlflow_run_id": "run-abc", "data_manifest_sha256": "d" * 64}
+    write_json(folder / checkpoint.STATE_FILE, state | {"tokenizer_fingerprint": fingerprint})
+    checkpoint.record_files(folder)
+    write_text(root / checkpoint.LATEST, folder.name)
+    return root
+
+
+@pytest.mark.slow
+def test_cli_evaluates_an_export_from_any_directory(export, tmp_path, mlflow_uri):
+    env = os.environ | {"MLFLOW_TRACKING_URI": mlflow_uri}
+    command = [sys.executable, "-m", "evaluation", "run", "--model", str(export), "--suite", "bundled"]
+    command += ["--limit", "2", "--batch-size", "8", "--output", str(tmp_path / "out")]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "|stablelm2_cloze|" in done.stdout and "| - pt " in done.stdout and "exact_match" in done.stdout
+
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["config"]["model"] == "stablelm2" and results["config"]["model_kind"] == "export"
+    assert results["n-shot"]["stablelm2_gen_fr"] == 3 and results["n-shot"]["stablelm2_cloze_fr"] == 0
+    assert {f"stablelm2_{kind}_{code}" for kind in ("cloze", "gen") for code in LANGUAGES} <= results[
+        "results"
+    ].keys()
+
+    client = MlflowClient(mlflow_uri)
+    run_id = done.stdout.split("MLflow run ")[1].split()[0]
+    run = client.get_run(run_id)
+    assert client.get_experiment(run.info.experiment_id).name == EXPERIMENT
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics == pytest.approx(mlflow_metrics(results))
+    assert {
+        "eval/stablelm2_cloze/acc",
+        "eval/stablelm2_cloze_nl/acc_norm",
+        "eval/stablelm2_gen/exact_match",
+    } <= (run.data.metrics.keys())
+    assert run.data.tags["tokenizer_fingerprint"] == tokenizer.load().fingerprint
+    assert run.data.tags["model_path"] == str(export.resolve())
+    assert [a.path for a in client.list_artifacts(run_id)] == ["results.json"]
+
+
+def test_a_checkpoint_is_evaluated_and_tagged_with_its_training_run(export, tmp_path, mlflow_uri):
+    root = make_checkpoint(export, tmp_path / "checkpoints", tokenizer.load().fingerprint)
+    shots = {"stablelm2_cloze_it": None}
+    done = evaluate(root, shots, tmp_path / "out", limit=2, batch_size=4, device="cpu")
+    tags = MlflowClient(mlflow_uri).get_run(done.run_id).data.tags
+    assert tags["training_run_id"] == "run-abc" and tags["checkpoint_step"] == "7"
+    assert tags["data_manifest_sha256"] == "d" * 64 and tags["model_kind"] == "checkpoint"
+    assert tags["checkpoint"] == str((root / "step_00000007").resolve())
+    # The same weights as the export: the same scores.
+    from_export = evaluate(export, shots, tmp_path / "out2", limit=2, batch_size=4, device="cpu")
+    assert done.results["results"] == from_export.results["results"]
+
+
+def test_a_checkpoint_of_another_tokenizer_or_a_path_that_is_neither_is_refused(export, tmp_path):
+    root = make_checkpoint(export, tmp_path / "checkpoints", "0" * 64)
+    with pytest.raises(SourceError, match="trained with tokenizer 000000000000"):
+        load_source(root)
+    with pytest.raises(SourceError, match="no config.json.*nor a training checkpoint"):
+        load_source(tmp_path)
+    with pytest.raises(SourceError, match="no such file"):
+        load_source(tmp_path / "missing")
+
+
+def test_the_card_suite_names_every_missing_data_set_without_downloading(tmp_path):
+    """HF_HOME points at an empty cache and the network is not switched off here: the CLI must set
+    offline mode itself, or `datasets` would try the Hub."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")} | {"HF_HOME": str(tmp_path / "hf")}
+    command = [sys.executable, "-m", "evaluation", "run", "--model", str(tmp_path), "--suite", "card"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    error = done.stderr.split("error: ", 1)[1]
+    for task, data_set in zip(load_suite("card").tasks, CARD_DATA_SETS, strict=True):
+        assert f"  {task}: {data_set} (" in error
+    assert "OfflineModeIsEnabled" in error and "lm_eval --model dummy" in error
+    assert not (tmp_path / "hf" / "hub").exists()
+
+
+def test_the_card_suite_holds_the_model_cards_shots():
+    assert load_suite("card").tasks == {
+        "arc_challenge": 25,
+        "hellaswag": 10,
+        "mmlu": 5,
+        "truthfulqa_mc2": 0,
+        "winogrande": 5,
+        "gsm8k": 5,
+    }
+
+
+def test_bundled_task_files_are_what_make_tasks_writes(tmp_path):
+    written = make_tasks.write_tasks(tmp_path)
+    committed = sorted(p.relative_to(TASKS_DIR).as_posix() for p in TASKS_DIR.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == committed
+    for path in written:
+        assert path.read_bytes() == (TASKS_DIR / path.relative_to(tmp_path)).read_bytes(), path
+
+
+@pytest.mark.parametrize("code", LANGUAGES)
+def test_bundled_items_are_well_formed_in_every_language(code):
+    cloze = make_tasks.cloze_items(code)
+    generation = make_tasks.generation_items(code)
+    assert len(cloze) == 41 and len(generation) == 37
+    for item in cloze:
+        assert len(set(item["choices"])) == 4 and 0 <= item["answer"] < 4
+    assert all(item["answer"].strip() and "\n" not in item["answer"] for item in generation)
+    lang = make_tasks.LANGUAGES[code]
+    assert {i["choices"][i["answer"]] for i in cloze if "-day-" in i["id"]} == set(lang.days)
+    for items in (cloze, generation):
+        assert len({i["id"] for i in items}) == len(items)
+
+
+def test_bundled_tasks_load_from_any_directory_with_their_splits(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shots = {"stablelm2_cloze": None, "stablelm2_gen": None}
+    groups = load_tasks(task_manager(shots), shots)
+    tasks = {task.task_name: task for group in groups for task in group.get_all_tasks()}
+    assert sorted(tasks) == sorted(f"stablelm2_{k}_{c}" for k in ("cloze", "gen") for c in LANGUAGES)
+    assert sum(len(task.test_docs()) for task in tasks.values()) == 7 * (41 + 37) - 14 * make_tasks.FEWSHOT
+    assert all(len(task.fewshot_docs()) == make_tasks.FEWSHOT for task in tasks.values())
+
+
+def test_unknown_tasks_are_named_with_the_bundled_groups():
+    bundled_only = task_manager(["stablelm2_cloze"])  # lm-eval's own index (~10 s) would change nothing
+    with pytest.raises(ValueError, match="unknown task no_such_task .*stablelm2_cloze, stablelm2_gen"):
+        load_tasks(bundled_only, {"no_such_task": None})
+
+
+def test_stablelm2_is_registered_beside_lm_evals_own_models():
+    assert get_model("stablelm2") is StableLM2
+    assert get_model("hf").__name__ == "HFLM"
+
+
+def test_sampling_is_refused(export):
+    lm = StableLM2(str(export), device="cpu")
+    request = Instance(
+        "generate_until", {}, ("Hi", {"until": ["\n"], "do_sample": True, "temperature": 1}), 0
+    )
+    with pytest.raises(ValueError, match="decodes greedily"):
+        lm.generate_until([request])
+
+
+def test_mlflow_metrics_are_named_by_task_metric_and_filter():
+    results = {
+        "results": {
+            "gsm8k": {
+                "alias": "gsm8k",
+                "exact_match,strict-match": 0.25,
+                "exact_match_stderr,strict-match": 0.01,
+                "exact_match,flexible-extract": 0.5,
+            },
+            "arc_challenge": {"acc,none": 0.5, "acc_stderr,none": "N/A", "acc_norm,none": float("nan")},
+        }
+    }
+    assert mlflow_metrics(results) == {
+        "eval/gsm8k/exact_match.strict-match": 0.25,
+        "eval/gsm8k/exact_match_stderr.strict-match": 0.01,
+        "eval/gsm8k/exact_match.flexible-extract": 0.5,
+        "eval/arc_challenge/acc": 0.5,
+    }
