@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import signal
 from pathlib import Path
@@ -308,16 +309,34 @@ def auto_run(tmp_path_factory, shards) -> tuple[Path, TrainConfig, str]:
 
 
 def test_train_prints_one_line_per_log_interval_and_deepspeed_only_when_verbose(auto_run, capsys):
+    from training.distributed import deepspeed
+
     path, cfg, out = auto_run
     lines = out.splitlines()
     resolved = resolve_precision("auto", torch.device("cpu"))
     assert lines[0] == f"precision: {resolved.name} ({resolved.why})"
     assert [line.split(" |")[0] for line in lines if "tok/s" in line] == ["step 1/2", "step 2/2"]
-    assert "CPU Virtual Memory" not in out and not any(line.startswith("MA ") for line in lines)
-    assert main(["train", str(path), "--verbose"]) == 0  # resumes, with nothing left to train
-    verbose = capsys.readouterr().out
-    assert "CPU Virtual Memory" in verbose
-    assert ("begin bf16_optimizer" in verbose) == (resolved.name == "bf16")
+    # Resumes with nothing left to train, which builds DeepSpeed's engine: its logger (a stream it
+    # bound at import, so read here through a handler) and its prints come through only with --verbose.
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append
+    deepspeed.utils.logger.addHandler(handler)
+    try:
+        capsys.readouterr()
+        assert main(["train", str(path)]) == 0
+        quiet, quiet_logged = capsys.readouterr().out, [r.getMessage() for r in logged]
+        logged.clear()
+        assert main(["train", str(path), "--verbose"]) == 0
+        verbose, verbose_logged = capsys.readouterr().out, [r.getMessage() for r in logged]
+    finally:
+        deepspeed.utils.logger.removeHandler(handler)
+    assert not any("DeepSpeed info" in m for m in quiet_logged)
+    assert "CPU Virtual Memory" not in quiet
+    assert not any(line.startswith("MA ") for line in quiet.splitlines())
+    assert any("DeepSpeed info" in m for m in verbose_logged)
+    # bf16 runs DeepSpeed's BF16_Optimizer, whose memory report (printed) is among what --verbose shows.
+    assert ("CPU Virtual Memory" in verbose) == (resolved.name == "bf16")
 
 
 def test_export_writes_the_trained_dtype_loads_in_transformers_and_imports_back(tmp_path, auto_run, shards):
