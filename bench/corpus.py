@@ -12,21 +12,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import itertools
-import json
 import string
 import sysconfig
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-import zstandard
+from harness.sample import sample_texts
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "data" / "sample"
-TEXT_FIELDS = ("text", "content")
 PACKAGES = Path(sysconfig.get_paths()["purelib"])
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 PROSE = (
@@ -40,27 +33,7 @@ _LINE_SALTS = ["".join(p) for p in itertools.product(string.ascii_lowercase, rep
 
 
 def _sample_documents() -> Iterator[str]:
-    for path in sorted(SAMPLE.rglob("*")):
-        if path.suffix == ".parquet":
-            try:
-                table = pq.read_table(path)
-            except pa.ArrowInvalid:
-                continue  # the sample plants unreadable files on purpose
-            field = next((f for f in TEXT_FIELDS if f in table.column_names), None)
-            if field:
-                yield from (t for t in table.column(field).to_pylist() if isinstance(t, str))
-        elif path.name.endswith((".jsonl", ".jsonl.zst")):
-            raw = path.read_bytes()
-            if path.suffix == ".zst":
-                raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
-            for line in raw.decode("utf-8", errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # the sample plants malformed lines on purpose
-                text = next((row[f] for f in TEXT_FIELDS if isinstance(row, dict) and f in row), None)
-                if isinstance(text, str):
-                    yield text
+    return (text for _, text in sample_texts())
 
 
 def _text_files(places: Iterable[tuple[Path, str]]) -> Iterator[str]:

@@ -97,22 +97,11 @@ def empty_sources(
     return empty
 
 
-def write_report(
-    cfg: DataConfig,
-    plan: Plan,
-    filtered: PartitionStats,
-    split: PartitionStats,
-    mixed: PartitionStats,
-    rates: dict[str, float],
-    targets: dict[str, float],
-) -> dict[str, Any]:
-    """Write stats.json, report.md and report.png; returns the stats."""
-    work = WorkDir(cfg.work_dir)
-    stats = collect(cfg, plan, filtered, split, mixed, rates, targets)
+def write_report(work: WorkDir, stats: dict[str, Any]) -> None:
+    """Write the stats that `collect` summed as stats.json, report.md and report.png."""
     write_json(work.stats_json, stats)
     write_text(work.report_md, _markdown(stats))
     atomic_write(work.report_png, lambda f: _chart(stats, f))
-    return stats
 
 
 Table = tuple[list[str], list[list[Any]]]  # header, rows

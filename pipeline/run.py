@@ -18,7 +18,7 @@ from pipeline.layout import WorkDir
 from pipeline.mix import MIX, SPLIT, mix_stage, mixing_rates, split_stage, target_shares, train_tokens
 from pipeline.plan import make_plan
 from pipeline.read_filter import FILTER, filter_stage
-from pipeline.report import write_report
+from pipeline.report import collect, write_report
 from pipeline.stage import run_on_ray
 
 
@@ -54,7 +54,7 @@ def run(cfg: DataConfig, verbose: bool = False) -> Path:
     run_on_ray(mix_stage(cfg, work, parts, rates))
     mixed = work.read_stats(MIX, pids)
 
-    write_report(cfg, plan, filtered, split, mixed, rates, target_shares(cfg, tokens))
+    write_report(work, collect(cfg, plan, filtered, split, mixed, rates, target_shares(cfg, tokens)))
     write_json(work.success, {"partitions": len(parts), "config_hash": plan.config_hash})
     print(
         f"[done] {work.mixed_dir} (train), {work.valid_dir} (validation), report {work.report_md}", flush=True

@@ -4,28 +4,21 @@ context, literal special-token text, batches; and the choice of engine, its self
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import importlib.metadata
-import io
-import json
 import sys
 import warnings
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-import zstandard
 
 import tokenizer
+from harness.sample import sample_texts
 from tokenizer import core, engines
 from tokenizer.core import SPECIAL_TOKEN_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "data" / "sample"
 
 
 @pytest.fixture(scope="module")
@@ -46,40 +39,12 @@ def uncached_load():
     core.load.cache_clear()
 
 
-def _json_lines(path: Path) -> Iterator[str]:
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        raw = gzip.decompress(raw)
-    elif path.suffix == ".zst":
-        raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
-    for line in raw.decode("utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # the sample plants malformed lines on purpose
-        if isinstance(row, dict) and isinstance(row.get("text"), str):
-            yield row["text"]
-
-
-def _parquet_texts(path: Path) -> Iterator[str]:
-    try:
-        table = pq.read_table(path)
-    except pa.ArrowInvalid:
-        return  # the sample plants unreadable files on purpose
-    column = "text" if "text" in table.column_names else "content"
-    yield from (t for t in table.column(column).to_pylist() if isinstance(t, str))
-
-
 def sample_documents() -> dict[str, list[str]]:
     """The bundled sample corpus (its five sources, native formats) by source, plus this repository's
     Python sources as "repo-code"."""
     docs: dict[str, list[str]] = {}
-    for path in sorted(SAMPLE.rglob("*")):
-        source = path.relative_to(SAMPLE).parts[0]
-        if path.suffix == ".parquet":
-            docs.setdefault(source, []).extend(_parquet_texts(path))
-        elif path.name.endswith((".jsonl", ".json.gz", ".jsonl.zst")) and source != "labels.jsonl":
-            docs.setdefault(source, []).extend(_json_lines(path))
+    for source, text in sample_texts():
+        docs.setdefault(source, []).append(text)
     docs["repo-code"] = [p.read_text(encoding="utf-8") for p in sorted(ROOT.glob("*/*.py"))]
     return docs
 
