@@ -23,6 +23,7 @@ import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
+from common.files import write_bytes
 from tokenizer.engines import EngineChoice, FastokensEngine, TiktokenEngine, select_engine
 
 NAME = "arcade100k"
@@ -207,11 +208,7 @@ class Arcade100k:
 
     def save(self, path: str | Path) -> Path:
         """Write the ranks as an `arcade100k.tiktoken` file, which `load(path)` reads back."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(tiktoken_file_bytes(self.ranks))
-        os.replace(tmp, path)
-        return path
+        return write_bytes(path, tiktoken_file_bytes(self.ranks))
 
 
 def tiktoken_file_bytes(ranks: dict[bytes, int]) -> bytes:

@@ -9,8 +9,6 @@ given id only when the model's vocabulary already holds it there, so the special
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
+from common.files import write_bytes
 from tokenizer.core import EOT_ID, PAT_STR, Arcade100k
 
 MODEL_MAX_LENGTH = 4096
@@ -59,10 +58,10 @@ def export_hf(enc: Arcade100k, folder: str | Path) -> Path:
     into `folder` (created if needed; files are replaced atomically, other files are left alone)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".tokenizer-") as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # the system's: a killed export leaves nothing in `folder`
         to_hf(enc).save_pretrained(tmp)
         enc.save(Path(tmp) / "arcade100k.tiktoken")
-        for name in os.listdir(tmp):
-            os.replace(Path(tmp) / name, folder / name)
-    shutil.rmtree(folder / "__pycache__", ignore_errors=True)
+        for path in sorted(Path(tmp).iterdir()):
+            if path.is_file():
+                write_bytes(folder / path.name, path.read_bytes())
     return folder
