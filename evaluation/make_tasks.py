@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from common.files import write_text
-from evaluation.tasks import REPO_ROOT, TASKS_DIR
+from evaluation.tasks import ITEMS_DIR, REPO_ROOT, TASKS_DIR
 
 __all__ = ["LANGUAGES", "write_tasks"]
 
@@ -340,9 +340,10 @@ def split(items: list[dict[str, Any]], seed: str) -> dict[str, list[dict[str, An
     }
 
 
-def write_tasks(root: Path = TASKS_DIR) -> list[Path]:
-    """Write every group's template, task YAML files, group YAML and data files under `root`. The
-    YAML files name their data relative to the repository root (TASKS_DIR's place in it)."""
+def write_tasks(root: Path = TASKS_DIR, items_root: Path = ITEMS_DIR) -> list[Path]:
+    """Write every group's template, task YAML files and group YAML under `root`, and its items
+    (JSONL) under `items_root`. The YAML files name their items relative to the repository root
+    (ITEMS_DIR's place in it)."""
     written = []
     for group, (template, metrics) in GROUPS.items():
         folder = root / group
@@ -351,11 +352,11 @@ def write_tasks(root: Path = TASKS_DIR) -> list[Path]:
         for code in LANGUAGES:
             files = {}
             for name, items in split(make_items(code), f"{group}/{code}").items():
-                path = folder / f"{code}_{name}.jsonl"
+                path = items_root / group / f"{code}_{name}.jsonl"
                 written.append(
                     write_text(path, "".join(json.dumps(i, ensure_ascii=False) + "\n" for i in items))
                 )
-                files[name] = (TASKS_DIR.relative_to(REPO_ROOT) / group / path.name).as_posix()
+                files[name] = (ITEMS_DIR.relative_to(REPO_ROOT) / group / path.name).as_posix()
             task = {"include": "_template_yaml", "task": f"{group}_{code}", "task_alias": code}
             task["dataset_kwargs"] = {"data_files": files}
             written.append(write_text(folder / f"{group}_{code}.yaml", _yaml(task)))
@@ -375,7 +376,7 @@ def _yaml(content: dict[str, Any]) -> str:
 
 def main() -> None:
     written = write_tasks()
-    print(f"wrote {len(written)} files under {TASKS_DIR}")
+    print(f"wrote {len(written)} files under {TASKS_DIR} and {ITEMS_DIR}")
 
 
 if __name__ == "__main__":

@@ -19,11 +19,22 @@ from lm_eval.tasks._yaml_loader import load_yaml
 
 from common.config import CONFIG_DIR, Config, load
 
-__all__ = ["REPO_ROOT", "SUITES_DIR", "TASKS_DIR", "MissingDataError", "Suite", "load_suite", "load_tasks"]
+__all__ = [
+    "ITEMS_DIR",
+    "REPO_ROOT",
+    "SUITES_DIR",
+    "TASKS_DIR",
+    "MissingDataError",
+    "Suite",
+    "load_suite",
+    "load_tasks",
+]
 
 REPO_ROOT = CONFIG_DIR.parent
 SUITES_DIR = CONFIG_DIR / "eval"
 TASKS_DIR = SUITES_DIR / "tasks"
+# The bundled tasks' items (JSONL), beside the sample corpus: configs/ holds YAML only.
+ITEMS_DIR = REPO_ROOT / "data" / "eval"
 
 
 class MissingDataError(RuntimeError):

@@ -22,7 +22,7 @@ from evaluation import make_tasks
 from evaluation.adapter import StableLM2
 from evaluation.run import EXPERIMENT, evaluate, mlflow_metrics
 from evaluation.source import SourceError, load_source
-from evaluation.tasks import TASKS_DIR, load_suite, load_tasks, task_manager
+from evaluation.tasks import ITEMS_DIR, TASKS_DIR, load_suite, load_tasks, task_manager
 from harness.tiny_export import make_tiny_export
 from training import checkpoint
 from training.hf import load_hf
@@ -148,11 +148,14 @@ def test_the_card_suite_holds_the_model_cards_shots():
 
 
 def test_bundled_task_files_are_what_make_tasks_writes(tmp_path):
-    written = make_tasks.write_tasks(tmp_path)
-    committed = sorted(p.relative_to(TASKS_DIR).as_posix() for p in TASKS_DIR.rglob("*") if p.is_file())
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == committed
+    written = make_tasks.write_tasks(tmp_path / "tasks", tmp_path / "items")
+    committed = {tmp_path / "tasks": TASKS_DIR, tmp_path / "items": ITEMS_DIR}
+    for scratch, folder in committed.items():
+        ours = sorted(p.relative_to(scratch).as_posix() for p in written if p.is_relative_to(scratch))
+        assert ours == sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     for path in written:
-        assert path.read_bytes() == (TASKS_DIR / path.relative_to(tmp_path)).read_bytes(), path
+        scratch = next(s for s in committed if path.is_relative_to(s))
+        assert path.read_bytes() == (committed[scratch] / path.relative_to(scratch)).read_bytes(), path
 
 
 @pytest.mark.parametrize("code", LANGUAGES)
