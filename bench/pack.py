@@ -7,7 +7,7 @@
 - the common alternative: `datasets.map` with the exported HF fast tokenizer, then the usual
   `group_texts` packing map and `save_to_disk`.
 
-    python -m bench.pack [--mb 120] [--cpus N]
+    python -m bench.pack [--mb 120] [--cpus N] [--no-datasets]
 
 The documents are distinct (bench/corpus.py) and each tokenizer sees them once. The job packs them into
 two shuffle windows per CPU (a real run has thousands). Ray's cluster start is reported apart and
@@ -105,6 +105,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.pack", description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=float, default=120.0)
     parser.add_argument("--cpus", type=int, default=os.cpu_count())
+    parser.add_argument(
+        "--no-datasets", action="store_true", help="skip the datasets.map path (minutes at large --mb)"
+    )
     args = parser.parse_args()
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # datasets.map runs one process per CPU instead
 
@@ -143,13 +146,15 @@ def main() -> None:
         seconds[engine], tokens[engine] = run_in_memory(enc.encode_batch, docs)
         seconds[ours], tokens[ours] = run_ours(work, Path(tmp) / "ours", args.cpus, len(docs))
         ray.shutdown()
-        seconds[hf], tokens[hf] = run_hf(files, Path(tmp) / "hf", args.cpus)
+        if not args.no_datasets:
+            seconds[hf], tokens[hf] = run_hf(files, Path(tmp) / "hf", args.cpus)
     if len(set(tokens.values())) != 1:
         sys.exit(f"error: token counts disagree: {tokens}")
     for name, s in seconds.items():
         print(f"  {name:48s} {s:7.2f}s  {tokens[name] / s / 1e6:6.2f} M tokens/s")
     print(verdict("ours / raw tiktoken", seconds[raw] / seconds[ours], 3))
-    print(verdict("ours / datasets.map", seconds[hf] / seconds[ours], 3))
+    if hf in seconds:
+        print(verdict("ours / datasets.map", seconds[hf] / seconds[ours], 3))
 
 
 if __name__ == "__main__":
