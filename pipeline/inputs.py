@@ -26,7 +26,7 @@ class InputError(Exception):
     """A required source has no input, or no source has any; printed as `error: ...`."""
 
 
-def input_files(filtered: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def file_outcomes(filtered: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Every input file with what became of it, from the filter stage's stats (by pid, in plan order)."""
     return [
         {
@@ -52,7 +52,7 @@ def sources_without_input(
     sources with files), or, once the filter stage's stats are known, no row of its files became a
     document."""
     listed = set(sources_listed)
-    files = input_files(filtered or {})
+    files = file_outcomes(filtered or {})
     why = {}
     for name in cfg.sources:
         if name not in listed:

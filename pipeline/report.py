@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from common.files import atomic_write, write_json, write_text  # noqa: E402
 from pipeline.config import DataConfig  # noqa: E402
 from pipeline.counts import MIX_STEPS, READ_STEPS, REPORT_STEPS  # noqa: E402
-from pipeline.inputs import input_files, sources_without_input  # noqa: E402
+from pipeline.inputs import file_outcomes, sources_without_input  # noqa: E402
 from pipeline.layout import WorkDir  # noqa: E402
 from pipeline.mix import shares  # noqa: E402
 from pipeline.plan import Plan  # noqa: E402
@@ -73,7 +73,7 @@ def collect(
         "mixture": mixture,
         "mix_by": cfg.mix_by,
         "missing_inputs": list(plan.missing),
-        "files": input_files(filtered),
+        "files": file_outcomes(filtered),
         "empty_sources": empty_sources(cfg, plan, filtered, per_source),
     }
 
