@@ -6,6 +6,8 @@ under /usr/share/doc, gzipped ones too, /usr/share/common-licenses, the docs tha
 Python sources (the installed packages, the standard library) in turn, in a fixed order, each text
 once: several hundred MB on any machine with `make setup`. `salted_documents` walks the same files
 without end, each line salted by its document, for measurements that need more text than that.
+`real_documents(lang)` gives real text by language (English and the six CulturaX languages): man
+pages rendered by groff, message catalogues' translations, and for English the prose above.
 """
 
 from __future__ import annotations
@@ -13,9 +15,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import itertools
+import os
+import shutil
 import string
+import struct
+import subprocess
 import sysconfig
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness.sample import sample_texts
@@ -128,3 +135,116 @@ def _letters(n: int) -> str:
 
 def megabytes(docs: list[str]) -> float:
     return sum(len(d.encode()) for d in docs) / 1e6
+
+
+# Real text by language: English and the six CulturaX languages, from what Debian-based machines ship.
+REAL_LANGUAGES = ("en", "de", "es", "fr", "it", "nl", "pt")
+MAN = Path("/usr/share/man")
+LOCALE = Path("/usr/share/locale")
+# A message catalogue becomes documents of about this many characters (its messages, one a line).
+CATALOGUE_DOC_CHARS = 4000
+
+
+def _language_folders(root: Path, lang: str) -> list[Path]:
+    """`root`/`lang` and its regional variants (pt and pt_BR), for a language other than English."""
+    return sorted(p for p in root.glob(f"{lang}*") if p.name == lang or p.name.startswith(f"{lang}_"))
+
+
+def _render_man(path: Path) -> str:
+    """One man page as plain UTF-8 text: groff without hyphenation, justification or overstrikes."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    cmd = ["groff", "-k", "-man", "-Tutf8", "-P-cbou", "-rHY=0", "-dAD=l"]
+    done = subprocess.run(cmd, input=raw, capture_output=True, check=False)
+    return done.stdout.decode("utf-8", "replace") if done.returncode == 0 else ""
+
+
+def _man_files(lang: str) -> list[Path]:
+    if lang == "en":
+        folders = sorted(MAN.glob("man[1-8]"))
+    else:
+        folders = [f for folder in _language_folders(MAN, lang) for f in sorted(folder.glob("man[1-8]"))]
+    return [p for folder in folders for p in sorted(folder.iterdir()) if p.is_file() and not p.is_symlink()]
+
+
+def _catalogue_files(lang: str) -> list[Path]:
+    return [
+        p for folder in _language_folders(LOCALE, lang) for p in sorted((folder / "LC_MESSAGES").glob("*.mo"))
+    ]
+
+
+def real_sources(lang: str) -> dict[str, int]:
+    """How many files of each kind this machine has for `real_documents(lang)`."""
+    counts = {"man pages": len(_man_files(lang)) if shutil.which("groff") else 0}
+    if lang == "en":
+        counts["prose files"] = sum(
+            1 for folder, pattern in PROSE for p in folder.rglob(pattern) if p.is_file()
+        )
+    else:
+        counts["catalogues"] = len(_catalogue_files(lang))
+    return counts
+
+
+def man_pages(lang: str) -> Iterator[str]:
+    """The man pages written in `lang`, rendered to text, in a fixed order; none without groff."""
+    if shutil.which("groff") is None:
+        return
+    paths = _man_files(lang)
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        # In slices, so that a caller that stops early does not render every page.
+        for start in range(0, len(paths), 64):
+            yield from (text for text in pool.map(_render_man, paths[start : start + 64]) if text.strip())
+
+
+def _catalogue_messages(path: Path) -> list[str]:
+    """The translated messages of a GNU .mo catalogue, plural forms apart, without its header."""
+    data = path.read_bytes()
+    order = "<" if data[:4] == b"\xde\x12\x04\x95" else ">"
+    count, originals, translations = struct.unpack(f"{order}3I", data[8:20])
+    messages = []
+    for i in range(count):
+        msgid_length = struct.unpack_from(f"{order}I", data, originals + 8 * i)[0]
+        length, offset = struct.unpack_from(f"{order}2I", data, translations + 8 * i)
+        if msgid_length:  # the empty msgid is the catalogue's header
+            text = data[offset : offset + length].decode("utf-8", "replace")
+            messages.extend(m for m in text.split("\x00") if m.strip())
+    return messages
+
+
+def catalogue_documents(lang: str) -> Iterator[str]:
+    """The translations that programs ship for `lang` (/usr/share/locale/LANG*/LC_MESSAGES/*.mo), each
+    catalogue cut into documents of about CATALOGUE_DOC_CHARS characters."""
+    for path in _catalogue_files(lang):
+        doc: list[str] = []
+        size = 0
+        for message in _catalogue_messages(path):
+            doc.append(message)
+            size += len(message) + 1
+            if size >= CATALOGUE_DOC_CHARS:
+                yield "\n".join(doc)
+                doc, size = [], 0
+        if doc:
+            yield "\n".join(doc)
+
+
+def real_documents(lang: str) -> Iterator[str]:
+    """Distinct real (not generated) documents written in `lang`: for English the prose that packages
+    ship (docs, licences, READMEs) and man pages, for the others their man pages and the translations
+    in message catalogues, the two sources in turn. Nothing is downloaded; what a machine lacks is
+    skipped."""
+    if lang == "en":
+        return distinct(_round_robin(_text_files(PROSE), man_pages("en")))
+    return distinct(_round_robin(man_pages(lang), catalogue_documents(lang)))
+
+
+def _round_robin(*streams: Iterator[str]) -> Iterator[str]:
+    """One item of each stream in turn, until all run out."""
+    live = list(streams)
+    while live:
+        for stream in list(live):
+            item = next(stream, None)
+            if item is None:
+                live.remove(stream)
+            else:
+                yield item

@@ -1,6 +1,7 @@
 """Memory of one pack encoder over a long run: the RSS of one process running `pipeline.encode.Encode`
-on one thread, as one Ray actor does, over `--gb` of text in which no document repeats and new words
-keep coming (bench/corpus.py `salted_documents`), sampled every `--every` documents.
+on one thread, as a Ray worker that runs the pack job's encode tasks does, over `--gb` of text in
+which no document repeats and new words keep coming (bench/corpus.py `salted_documents`), sampled
+every `--every` documents.
 
     python -m bench.encode_memory [--gb 1] [--every 2000] [--engine auto]
 

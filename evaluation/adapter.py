@@ -29,11 +29,14 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
+from transformers import StableLmForCausalLM
 
+import tokenizer
 from evaluation.generation import greedy_generate
 from evaluation.source import build_models, load_source
 from serving.config import Dtype
 from serving.loading import pick_device, pick_dtype
+from training.model import StableLM
 
 __all__ = ["StableLM2"]
 
@@ -60,12 +63,24 @@ class StableLM2(TemplateLM):
         if dtype not in get_args(Dtype):
             raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(get_args(Dtype))}")
         self.source, state_dict = load_source(pretrained)
-        self._device = pick_device(device)
-        self.dtype, self.dtype_choice = pick_dtype(dtype, self._device)
-        self.model, self.generator = build_models(self.source.config, state_dict, self._device, self.dtype)
-        self.enc = self.source.enc
+        where = pick_device(device)
+        self.dtype, self.dtype_choice = pick_dtype(dtype, where)
+        scorer, generator = build_models(self.source.config, state_dict, where, self.dtype)
+        self._use(scorer, generator, self.source.enc, batch_size, max_gen_toks)
+
+    def _use(
+        self,
+        scorer: StableLM,
+        generator: StableLmForCausalLM,
+        enc: tokenizer.Arcade100k,
+        batch_size: int | str,
+        max_gen_toks: int | str,
+    ) -> None:
+        """The models requests run on (sharing their weights) and the settings they run with."""
+        self.model, self.generator, self.enc = scorer, generator, enc
+        self._device = scorer.lm_head.weight.device
         self.batch_size = int(batch_size)
-        self.max_length = self.source.config.max_position_embeddings
+        self.max_length = scorer.cfg.max_position_embeddings
         self.max_gen_toks = int(max_gen_toks)
 
     @property

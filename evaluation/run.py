@@ -5,7 +5,8 @@
   (its `config` holds the model's provenance, from `StableLM2.get_model_info`);
 - an MLflow run in experiment `eval`: every numeric metric as `eval/<task>/<metric>` (a metric under a
   filter other than lm-eval's `none` is `<metric>.<filter>`), results.json as an artifact, and tags
-  naming the model and, for a checkpoint, its training run, data manifest and tokenizer.
+  naming the model and its training run, data manifest and tokenizer (what a checkpoint or an
+  export's training_run.json names).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ TAG_KEYS = (
     "model_dtype",
     "model_device",
     "training_run_id",
+    "training_experiment",
+    "training_tracking_uri",
     "checkpoint",
     "checkpoint_step",
     "data_manifest_sha256",

@@ -39,7 +39,8 @@ class GopherQualityConfig(Config):
     max_ellipsis_lines_ratio: float = 0.3
     min_alpha_words_ratio: float = 0.8
     min_stop_words: int = 2
-    # None: the built-in list for the document's language (Gopher's eight words for English).
+    # None: the built-in list for the document's language (Gopher's eight words for English,
+    # FineWeb-2's lists for de, es, fr, it, nl and pt). A threshold of 0 turns its rule off.
     stop_words: list[str] | None = None
 
 
@@ -131,6 +132,20 @@ class DedupConfig(Config):
     edges_per_component_partition: int = Field(2_000_000, gt=0)
 
 
+class DecontamConfig(Config):
+    """Remove training documents that share a word n-gram with a document of an evaluation task.
+
+    Words are normalised as lm-eval's and GPT-3's decontamination do (lowercase, punctuation deleted,
+    split on whitespace); an eval document shorter than `ngram` words matches only whole (GPT-3).
+    """
+
+    ngram: int = Field(13, gt=0)
+    # lm-eval task, group or tag names: the bundled ones (configs/eval/tasks) and lm-eval's own, whose
+    # data set is read from the local Hugging Face cache (one absent is named in a warning and skipped).
+    # None listed (the default): every document is kept, and lm-eval is not loaded.
+    tasks: list[str] = []
+
+
 class PackConfig(Config):
     seq_len: int = Field(4096, gt=0)
     # Documents per shuffle window: each window is a seeded random sample of all sources, shuffled
@@ -143,7 +158,7 @@ class PackConfig(Config):
     # The one partial row per window: dropped, or padded with <|endoftext|> (the validation split
     # is always padded, so no held-out document is lost).
     partial_row: Literal["drop", "pad"] = "drop"
-    # Tokenizer actors, each encoding one parquet row group at a time (None: one per CPU of the cluster).
+    # Encode tasks at once, each encoding one parquet row group (None: as many as the cluster has CPUs).
     encoders: int | None = Field(None, gt=0)
     # Ray jobs the windows are split into (window % rounds): each reads all input but encodes and
     # shuffles only its windows, which bounds the object store to 1/rounds of the tokens.
@@ -164,6 +179,7 @@ class DataConfig(Config):
     # Sources in priority order: when duplicates are found, the copy of the earliest source survives.
     sources: dict[str, SourceConfig] = Field(min_length=1)
     dedup: DedupConfig = DedupConfig()
+    decontam: DecontamConfig = DecontamConfig()
     # Documents whose id hashes below this fraction form the validation split (held out of training).
     valid_fraction: float = Field(0.005, ge=0.0, lt=1.0)
     # Total output tokens when mixing by weight; None keeps the post-dedup total.

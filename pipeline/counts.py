@@ -12,8 +12,9 @@ from pipeline.config import FiltersConfig
 READ_STEPS = ("read", "exclude")
 # Counted by the filter stage after each filter, in the chain's order: that of FiltersConfig's fields.
 FILTER_STEPS: tuple[str, ...] = tuple(FiltersConfig.model_fields)
-# Counted by the split and mix stages: unique documents, the train split, the mixture.
-MIX_STEPS = ("dedup", "train", "mixed")
+# Counted by the split, decontam and mix stages: unique documents, the train split, the train split
+# without the documents that share an n-gram with an eval task, the mixture.
+MIX_STEPS = ("dedup", "train", "decontam", "mixed")
 # Counted by pack: encoded documents, empty ones set aside, and the tokens that reached a row.
 PACK_STEPS = ("tokenized", "empty", "packed")
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,15 +123,20 @@ def signature_partition(part: Partition, cfg: DedupConfig, work: WorkDir, bucket
         kinds += [EXACT] + [BAND] * cfg.bands
         keys += doc_keys
         nodes += [node] * len(doc_keys)
-    keys_arr = np.array(keys, dtype=np.int64)
-    target = keys_arr.view(np.uint64) % np.uint64(buckets)
     sig = pa.table(
-        {"kind": np.array(kinds, dtype=np.int8), "key": keys_arr, "node": np.array(nodes, dtype=np.int64)}
+        {"kind": np.array(kinds, dtype=np.int8), "key": np.array(keys, dtype=np.int64), "node": nodes},
+        schema=SIG_SCHEMA,
     )
-    for j in range(buckets):
-        write_table(work.signatures(part.pid, j), sig.filter(pa.array(target == j)).cast(SIG_SCHEMA))
+    write_signatures(work, part.pid, sig, buckets)
     write_json(work.signatures_done(part.pid), {"pid": part.pid, "docs": len(table)})
     return {"docs": len(table)}
+
+
+def write_signatures(work: WorkDir, pid: str, sig: pa.Table, buckets: int) -> None:
+    """Scatter one partition's (kind, key, node) rows into the bucket partitions, by key."""
+    target = sig.column("key").to_numpy().view(np.uint64) % np.uint64(buckets)
+    for j in range(buckets):
+        write_table(work.signatures(pid, j), sig.filter(pa.array(target == j)))
 
 
 def bucket_stage(work: WorkDir, buckets: int) -> Stage[int]:
@@ -143,18 +149,23 @@ def bucket_stage(work: WorkDir, buckets: int) -> Stage[int]:
 
 
 def bucket_partition(bucket: int, work: WorkDir) -> dict[str, int]:
-    """Stage-3 task: within one bucket partition, link every document of a key to that key's smallest node."""
+    """Stage-3 task: within one bucket partition, link every document of a key to that key's smallest node.
+
+    Two passes over the signature files, a batch at a time: the least node of each distinct key, then
+    an edge per row to its key's least node. A key shared by a million copies is one entry of the first
+    pass, so memory follows the distinct keys of the partition, never the size of a duplicate cluster."""
     files = work.bucket_signatures(bucket)
-    table = pa.concat_tables([pq.read_table(f) for f in files]) if files else SIG_SCHEMA.empty_table()
-    table = table.sort_by([("kind", "ascending"), ("key", "ascending"), ("node", "ascending")])
-    kind, key, node = (table.column(c).to_numpy() for c in ("kind", "key", "node"))
-    starts = np.ones(len(key), dtype=bool)
-    starts[1:] = (key[1:] != key[:-1]) | (kind[1:] != kind[:-1])
-    root = node[np.maximum.accumulate(np.where(starts, np.arange(len(key)), 0))]
-    linked = root != node
-    edges = pa.table({"node": node[linked], "root": root[linked], "kind": kind[linked]}, schema=EDGE_SCHEMA)
-    write_table(work.edges(bucket), edges)
-    return {"edges": len(edges)}
+    columns = ("kind", "key", "node")
+    keys, (least,) = _fold(((kind, key), (node,)) for kind, key, node in _batches(files, columns))
+    sink = ParquetSink(work.edges(bucket), EDGE_SCHEMA)
+    for kind, key, node in _batches(files, columns):
+        root = least[_lookup(keys, (kind, key))]
+        linked = root != node
+        sink.add_table(
+            pa.table({"node": node[linked], "root": root[linked], "kind": kind[linked]}, schema=EDGE_SCHEMA)
+        )
+    sink.close()
+    return {"edges": sink.count, "keys": len(least)}
 
 
 # Connected components by alternating small-star and large-star steps (Kiveris et al., "Connected
@@ -162,6 +173,12 @@ def bucket_partition(bucket: int, work: WorkDir) -> dict[str, int]:
 # count never grows. Node pairs are hash-partitioned by their first node; step k's task for partition
 # j reads cc/s<k>/*/p<j>.parquet and scatters its output pairs into cc/s<k+1>/p<j>/, where its
 # _DONE.json, written last, marks the producer finished.
+#
+# Every task reads its input twice, a batch at a time: once to fold each node's neighbours into a few
+# numbers (least, greatest), once to map each pair through them. It holds one row per distinct node of
+# its partition plus a batch, however many neighbours a node has: the centre of a star of a million
+# duplicates is one row. Pairs are deduplicated per batch only, so a pair may repeat across batches;
+# every step is defined on the set of pairs, and the folds (least, greatest) ignore repeats.
 
 
 def component_partitions(work: WorkDir, cfg: DedupConfig) -> int:
@@ -172,8 +189,10 @@ def component_partitions(work: WorkDir, cfg: DedupConfig) -> int:
 
 def components(work: WorkDir, partitions: int = 1, run: Runner = run_in_process) -> dict[str, int]:
     """Stage 4: connected components of the duplicate edges, in `partitions` node partitions, each step
-    a stage given to `run`. Writes dedup/dropped.parquet: (node, root, reason) for every node but its
-    component's smallest, the root. A re-run resumes after the last step whose partitions all finished.
+    a stage given to `run`. Writes dedup/dropped/: (node, root, reason) for every node but its
+    component's smallest, the root, one file per node partition sorted by node, so that the split
+    task of an input partition reads only the row groups of its node range. A re-run resumes after the
+    last step whose partitions all finished.
     """
     cc = work.components
     edge_files = work.edge_files()
@@ -190,13 +209,12 @@ def components(work: WorkDir, partitions: int = 1, run: Runner = run_in_process)
         run(_star_stage(cc, step, partitions))
         step += 1
     run(_roots_stage(cc, step - 1, partitions))
-    # One file for the split stage, streamed a partition at a time.
-    sink = ParquetSink(work.dropped, DROPPED_SCHEMA)
-    for part in range(partitions):
-        sink.add_table(pq.read_table(cc.roots(part), schema=DROPPED_SCHEMA))
-    sink.close()
+    duplicates = sum(pq.ParquetFile(cc.roots(part)).metadata.num_rows for part in range(partitions))
+    # One rename publishes every partition's file at once: dedup/dropped/ exists only when complete.
+    shutil.rmtree(work.dropped, ignore_errors=True)
+    os.replace(cc.roots_dir, work.dropped)
     shutil.rmtree(cc.root)
-    return {"duplicates": sink.count, "steps": step}
+    return {"duplicates": duplicates, "steps": step}
 
 
 def _keep_steps_of(cc: ComponentsDir, layout: dict[str, Any]) -> None:
@@ -237,110 +255,182 @@ def scatter_edges(edge_file: Path, cc: ComponentsDir, partitions: int) -> dict[s
     """Components step 0, per edge bucket: edges keyed by their larger end (`node`), as the first
     small-star step reads them, and the nodes of exact-duplicate edges, for the drop reason."""
     producer = edge_file.stem
-    edges = pq.read_table(edge_file, schema=EDGE_SCHEMA)
-    node, root, kind = (edges.column(c).to_numpy() for c in ("node", "root", "kind"))
-    _scatter({"node": np.unique(node[kind == EXACT])}, NODE_SCHEMA, cc.exact(producer), partitions)
-    _scatter({"node": node, "other": root}, PAIR_SCHEMA, cc.output(1, producer), partitions)
-    write_json(cc.done(1, producer), {"pairs": len(node)})
-    return {"pairs": len(node)}
+    pairs = _Scatter(cc.output(1, producer), PAIR_SCHEMA, partitions)
+    exact = _Scatter(cc.exact(producer), NODE_SCHEMA, partitions)
+    for node, root, kind in _batches([edge_file], ("node", "root", "kind")):
+        exact.add(np.unique(node[kind == EXACT]))
+        pairs.add(node, root)
+    exact.close()
+    pairs.close()
+    write_json(cc.done(1, producer), {"pairs": pairs.count})
+    return {"pairs": pairs.count}
 
 
 def star_partition(step: int, part: int, cc: ComponentsDir, partitions: int) -> dict[str, int]:
     """Components step k >= 1 for one node partition: small-star on odd steps, large-star on even ones."""
-    pairs = _read(cc.parts(cc.step(step), part), PAIR_SCHEMA)
-    node, other = pairs.column("node").to_numpy(), pairs.column("other").to_numpy()
+    files = cc.parts(cc.step(step), part)
+    out = _Scatter(cc.output(step + 1, cc.producer(part)), PAIR_SCHEMA, partitions)
     if step % 2:
-        node, other = _small_star(node, other)
-        stats = {"pairs": len(node)}
+        stats = _small_star(files, out)
     else:
-        node, other, unsettled = _large_star(node, other)
-        stats = {"pairs": len(node), "unsettled": unsettled}
-    producer = cc.producer(part)
-    _scatter({"node": node, "other": other}, PAIR_SCHEMA, cc.output(step + 1, producer), partitions)
-    write_json(cc.done(step + 1, producer), stats)
+        stats = _large_star(files, out)
+    out.close()
+    stats = {"pairs": out.count, **stats}
+    write_json(cc.done(step + 1, cc.producer(part)), stats)
     return stats
 
 
 def root_partition(step: int, part: int, cc: ComponentsDir) -> dict[str, int]:
     """Last components step for one node partition, on the input of the large-star step that settled:
     every component is then a star around its smallest node, so a node's one smaller neighbour is its root."""
-    pairs = _read(cc.parts(cc.step(step), part), PAIR_SCHEMA)
-    node, other, first = _adjacency(pairs.column("node").to_numpy(), pairs.column("other").to_numpy())
-    leaf = first & (other < node)
-    exact = _read(cc.exact_parts(part), NODE_SCHEMA).column("node").to_numpy()
-    table = pa.table(
-        {
-            "node": node[leaf],
-            "root": other[leaf],
-            "reason": np.where(np.isin(node[leaf], exact), "exact_dup", "near_dup"),
-        },
-        schema=DROPPED_SCHEMA,
-    )
-    write_table(cc.roots(part), table)
-    return {"duplicates": len(table)}
+    (nodes,), (least,) = _fold(((n,), (o,)) for n, o in _pair_batches(cc.parts(cc.step(step), part)))
+    leaf = least < nodes
+    node, root = nodes[leaf], least[leaf]
+    exact = np.concatenate([b[0] for b in _batches(cc.exact_parts(part), ("node",))] or [_EMPTY])
+    reason = np.where(np.isin(node, exact), "exact_dup", "near_dup")
+    sink = ParquetSink(cc.roots(part), DROPPED_SCHEMA)
+    for start in range(0, max(1, len(node)), BATCH_ROWS):  # small row groups: the split reads a range
+        rows = slice(start, start + BATCH_ROWS)
+        columns = {"node": node[rows], "root": root[rows], "reason": reason[rows]}
+        sink.add_table(pa.table(columns, schema=DROPPED_SCHEMA))
+    sink.close()
+    return {"duplicates": len(node), "nodes": len(nodes)}
 
 
-def _small_star(node: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _small_star(files: list[Path], out: _Scatter) -> dict[str, int]:
     """Pairs keyed by their larger end: each node u and its smaller neighbours N link to m = min(N).
-    Returned in both directions, as the large-star step needs every node's whole neighbourhood."""
-    node, other, first = _adjacency(node, other)
-    least = other[first][np.cumsum(first) - 1]
-    moved = other != least
-    a = np.concatenate([node[first], other[moved]])
-    b = np.concatenate([least[first], least[moved]])
-    return np.concatenate([a, b]), np.concatenate([b, a])
+    Written in both directions, as the large-star step needs every node's whole neighbourhood."""
+    (nodes,), (least,) = _fold(((n,), (o,)) for n, o in _pair_batches(files))
+    for start in range(0, len(nodes), BATCH_ROWS):
+        rows = slice(start, start + BATCH_ROWS)
+        out.add_both(nodes[rows], least[rows])
+    for node, other in _pair_batches(files):
+        m = least[_lookup((nodes,), (node,))]
+        moved = other != m
+        out.add_both(other[moved], m[moved])
+    return {"nodes": len(nodes)}
 
 
-def _large_star(node: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def _large_star(files: list[Path], out: _Scatter) -> dict[str, int]:
     """Pairs in both directions: each node u links its larger neighbours to m = min(u, neighbours),
     keyed by the larger end. Also counts the unsettled nodes, those that are neither a centre (no smaller
     neighbour) nor a leaf (one smaller neighbour, no larger one): with none, every component is a star
     around its smallest node."""
-    node, other, first = _adjacency(node, other)
-    group = np.cumsum(first) - 1
-    least = np.minimum(node[first], other[first])[group]
-    larger = other > node
-    groups = int(first.sum())
-    smaller_count = np.bincount(group[~larger], minlength=groups)
-    has_larger = np.bincount(group[larger], minlength=groups) > 0
-    unsettled = int(((smaller_count > 1) | ((smaller_count == 1) & has_larger)).sum())
-    return other[larger], least[larger], unsettled
+    folded = (((n,), (o, np.where(o < n, o, _NONE), o)) for n, o in _pair_batches(files))
+    (nodes,), (least, greatest_smaller, greatest) = _fold(folded, (np.minimum, np.maximum, np.maximum))
+    unsettled = (least < nodes) & ((greatest_smaller != least) | (greatest > nodes))
+    centre = np.minimum(nodes, least)
+    for node, other in _pair_batches(files):
+        larger = other > node
+        out.add(other[larger], centre[_lookup((nodes,), (node[larger],))])
+    return {"nodes": len(nodes), "unsettled": int(unsettled.sum())}
 
 
-def _adjacency(node: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct pairs sorted by (node, other), and a mask of each node's first pair."""
-    order = np.lexsort((other, node))
-    node, other = node[order], other[order]
-    distinct = np.ones(len(node), dtype=bool)
-    distinct[1:] = (node[1:] != node[:-1]) | (other[1:] != other[:-1])
-    node, other = node[distinct], other[distinct]
-    first = np.ones(len(node), dtype=bool)
-    first[1:] = node[1:] != node[:-1]
-    return node, other, first
+BATCH_ROWS = 1 << 16
+_EMPTY = np.empty(0, dtype=np.int64)
+_NONE = np.iinfo(np.int64).min
+
+
+def _batches(files: Sequence[Path], columns: Sequence[str]) -> Iterator[list[np.ndarray]]:
+    """The columns of every file, `BATCH_ROWS` rows at a time, as numpy arrays."""
+    for f in files:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=list(columns)):
+            yield [batch.column(c).to_numpy() for c in columns]
+
+
+def _pair_batches(files: Sequence[Path]) -> Iterator[list[np.ndarray]]:
+    return _batches(files, ("node", "other"))
+
+
+Groups = tuple[tuple[np.ndarray, ...], list[np.ndarray]]
+
+
+def _group(keys: Sequence[np.ndarray], values: Sequence[np.ndarray], ufuncs: Sequence[np.ufunc]) -> Groups:
+    """Distinct key tuples, sorted, and each value column reduced by its ufunc over each key's rows."""
+    order = np.lexsort(tuple(keys[::-1]))
+    keys = [k[order] for k in keys]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = functools.reduce(np.logical_or, (k[1:] != k[:-1] for k in keys))
+    at = np.flatnonzero(starts)
+    if not len(at):
+        return tuple(k[:0] for k in keys), [v[:0] for v in values]
+    return tuple(k[at] for k in keys), [u.reduceat(v[order], at) for v, u in zip(values, ufuncs, strict=True)]
+
+
+def _fold(
+    batches: Iterable[tuple[Sequence[np.ndarray], Sequence[np.ndarray]]],
+    ufuncs: Sequence[np.ufunc] = (np.minimum,),
+) -> Groups:
+    """`_group` over batches of (keys, values). It holds the groups so far plus partial groups of later
+    batches, folded in whenever they outnumber the groups (or a batch): memory follows the distinct keys."""
+    parts: list[Groups] = []
+    held = groups = 0
+    for keys, values in batches:
+        parts.append(_group(keys, values, ufuncs))
+        held += len(parts[-1][0][0])
+        if held - groups >= max(BATCH_ROWS, groups):
+            parts = [_merge(parts, ufuncs)]
+            held = groups = len(parts[0][0][0])
+    return _merge(parts, ufuncs) if parts else ((_EMPTY,), [_EMPTY for _ in ufuncs])
+
+
+def _merge(parts: list[Groups], ufuncs: Sequence[np.ufunc]) -> Groups:
+    keys = [np.concatenate(k) for k in zip(*(p[0] for p in parts), strict=True)]
+    values = [np.concatenate(v) for v in zip(*(p[1] for p in parts), strict=True)]
+    return _group(keys, values, ufuncs)
+
+
+def _lookup(table: tuple[np.ndarray, ...], query: Sequence[np.ndarray]) -> np.ndarray:
+    """The row of each query key tuple in a sorted distinct key table that holds them all: one key
+    column, or a column of few values (the signature kind) then one of many."""
+    if len(table) == 1:
+        return np.searchsorted(table[0], query[0])
+    rows = np.empty(len(query[0]), dtype=np.int64)
+    for k in np.unique(query[0]):
+        lo, hi = np.searchsorted(table[0], [k, k + 1])
+        mask = query[0] == k
+        rows[mask] = lo + np.searchsorted(table[1][lo:hi], query[1][mask])
+    return rows
+
+
+class _Scatter:
+    """One producer's output, its rows deduplicated per call and appended to the node partition of
+    their first column; partitions that receive no row get no file."""
+
+    def __init__(self, out: Path, schema: pa.Schema, partitions: int):
+        self.out, self.schema, self.partitions = out, schema, partitions
+        self.sinks: dict[int, ParquetSink] = {}
+        self.count = 0
+
+    def add(self, *columns: np.ndarray) -> None:
+        if not len(columns[0]):
+            return
+        (*columns,), _ = _group(columns, [], [])
+        dest = _node_partition(columns[0], self.partitions)
+        order = np.argsort(dest, kind="stable")
+        bounds = np.searchsorted(dest[order], np.arange(self.partitions + 1))
+        for j in np.flatnonzero(np.diff(bounds)):
+            rows = order[bounds[j] : bounds[j + 1]]
+            table = pa.table([c[rows] for c in columns], schema=self.schema)
+            if j not in self.sinks:
+                self.sinks[j] = ParquetSink(ComponentsDir.part(self.out, int(j)), self.schema)
+            self.sinks[j].add_table(table)
+        self.count += len(columns[0])
+
+    def add_both(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Pairs (a, b) and (b, a)."""
+        self.add(np.concatenate([a, b]), np.concatenate([b, a]))
+
+    def close(self) -> None:
+        for sink in self.sinks.values():
+            sink.close()
+        self.out.mkdir(parents=True, exist_ok=True)
 
 
 def _node_partition(node: np.ndarray, partitions: int) -> np.ndarray:
     # Fibonacci hashing: the consecutive rows of one input file spread over all partitions.
     mixed = node.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     return ((mixed >> np.uint64(32)) % np.uint64(partitions)).astype(np.int64)
-
-
-def _scatter(columns: dict[str, np.ndarray], schema: pa.Schema, out: Path, partitions: int) -> None:
-    """Writes the node partitions of `out` with the rows whose first column falls in each (none if empty)."""
-    dest = _node_partition(next(iter(columns.values())), partitions)
-    order = np.argsort(dest, kind="stable")
-    bounds = np.searchsorted(dest[order], np.arange(partitions + 1))
-    for j in range(partitions):
-        rows = order[bounds[j] : bounds[j + 1]]
-        if len(rows):
-            table = pa.table({name: col[rows] for name, col in columns.items()}, schema=schema)
-            write_table(ComponentsDir.part(out, j), table)
-
-
-def _read(files: list[Path], schema: pa.Schema) -> pa.Table:
-    return (
-        pa.concat_tables([pq.read_table(f, schema=schema) for f in files]) if files else schema.empty_table()
-    )
 
 
 def _last_complete_step(cc: ComponentsDir, edge_files: int, partitions: int) -> int:

@@ -1,19 +1,22 @@
 """Encoding for pack: documents -> Arcade100k ids + `<|endoftext|>`, code optionally in fill-in-the-middle
 form, each tagged with its seeded shuffle key and window.
 
-`Encode` runs as a Ray Data actor (so Arcade100k loads once per worker) on one parquet row group at a
+`Encode` runs in the pack job's encode tasks (`pipeline.pack`), one or more parquet row groups at a
 time, on the engine `tokenizer.load` picks (fastokens where it reproduces tiktoken's ids) with as many
-threads as Ray gave the actor CPUs. `ExactnessCheck` encodes a seeded sample of the documents again with
-tiktoken and stops the job at the first difference. Token counts in the manifest include the EOT.
+threads as Ray gave the task CPUs. Arcade100k loads once per worker process (`tokenizer.load` caches
+it), so an `Encode` is cheap to build and each task builds its own. It returns one table per pack
+task, so that the windows' documents go straight to the task that packs them. `ExactnessCheck`
+encodes a seeded sample of the documents again with tiktoken and stops the job at the first
+difference. Token counts in the manifest include the EOT.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +25,7 @@ import pyarrow.parquet as pq
 import tokenizer
 from pipeline.cluster import ray_cpus
 from pipeline.shards import TokenizerInfo
-from tokenizer.engines import EngineChoice
+from tokenizer.engines import EngineChoice, flat
 
 ENCODED_SCHEMA = pa.schema(
     [
@@ -75,11 +78,9 @@ class EncodingMismatch(ValueError):
 
 
 def mismatch_in(error: Exception) -> EncodingMismatch | None:
-    """The EncodingMismatch an encoder actor raised, read from the error that Ray hands the driver:
-    Ray Data passes on the actor's traceback as text, without the exception object."""
-    marker = f"{EncodingMismatch.__module__}.{EncodingMismatch.__qualname__}: "
-    line = next((line for line in str(error).splitlines() if line.startswith(marker)), None)
-    return None if line is None else EncodingMismatch(line.removeprefix(marker))
+    """The EncodingMismatch that an encode task raised, from the error that Ray hands the driver."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, EncodingMismatch) else None
 
 
 class Reference(Protocol):
@@ -166,11 +167,12 @@ def tokenizer_info(enc: tokenizer.Arcade100k, verify_rate: float) -> TokenizerIn
 
 
 class Encode:
-    """Ray Data callable class: one Arcade100k per worker, loaded once.
+    """The encoder of one pack task: Arcade100k, loaded once per process, and the job's settings.
 
-    `engine` is the engine to load (pack passes the one it records in the manifest, so that a worker
-    without it fails rather than writing another engine's ids); `verify_rate` and `reference` set up
-    the `ExactnessCheck` (0: none).
+    Windows in `skip_windows` are left out (done before, or another round's); the others, in order,
+    are dealt in turn to `parts` pack tasks (`parts_windows`). `engine` is the engine to load (pack
+    passes the one it records in the manifest, so that a worker without it fails rather than writing
+    another engine's ids); `verify_rate` and `reference` set up the `ExactnessCheck` (0: none).
     """
 
     def __init__(
@@ -182,13 +184,14 @@ class Encode:
         fim_spm_rate: float,
         skip_windows: Iterable[int] = (),
         *,
+        parts: int = 1,
         engine: EngineChoice = "auto",
         verify_rate: float = 0.0,
         reference: Reference | None = None,
     ):
         if (cpus := ray_cpus()) is not None:
             # Before the engine loads: fastokens sizes its pool once, by default to every core, and N
-            # actors with a pool of every core each would oversubscribe the node N times.
+            # workers with a pool of every core each would oversubscribe the node N times.
             tokenizer.limit_threads(cpus)
         self.enc = tokenizer.load(engine=engine)
         self.seed = seed
@@ -196,53 +199,106 @@ class Encode:
         self.code_sources = frozenset(code_sources)
         self.fim_rate = fim_rate
         self.fim_spm_rate = fim_spm_rate
-        self.skip_windows = frozenset(skip_windows)
+        self.parts = parts
+        todo = todo_windows(n_windows, frozenset(skip_windows))
+        self.part_of = {w: i for i, windows in enumerate(parts_windows(todo, parts)) for w in windows}
         self.check = exactness_check(self.enc, seed, verify_rate, reference)
 
-    def __call__(self, units: pa.Table) -> pa.Table:
-        """Encode the documents of the parquet row groups named in `units` (columns path, row_group)."""
-        tables = [
-            pq.ParquetFile(path).read_row_group(group, columns=["id", "text", "source"])
-            for path, group in zip(
-                units.column("path").to_pylist(), units.column("row_group").to_pylist(), strict=True
-            )
-        ]
-        return self.encode(pa.concat_tables(tables))
-
     def encode(self, batch: pa.Table) -> pa.Table:
-        """Encode a table of documents (columns id, text, source)."""
-        ids = batch.column("id").to_pylist()
-        keys = [doc_key(self.seed, i) for i in ids]
-        windows = [window_of(k, self.n_windows) for k in keys]
-        keep = [w not in self.skip_windows for w in windows]
-        texts = batch.column("text").to_pylist()
-        sources = batch.column("source").to_pylist()
-        arrays, out_ids, out_sources, out_keys, out_windows = [], [], [], [], []
-        for i, text in enumerate(texts):
-            if not keep[i]:
-                continue
-            arrays.append(self._document(ids[i], text, sources[i], keys[i]))
-            out_ids.append(ids[i])
-            out_sources.append(sources[i])
-            out_keys.append(keys[i])
-            out_windows.append(windows[i])
-        offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
-        np.cumsum([len(a) for a in arrays], out=offsets[1:])
-        values = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
-        tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
-        columns = [out_ids, out_sources, pa.array(out_keys, pa.uint64()), out_windows, tokens]
-        return pa.table(columns, schema=ENCODED_SCHEMA)
+        """Encode a table of documents (columns id, text, source), in its order, every part together."""
+        return encoded_table(self._documents(batch))
 
-    def _document(self, doc_id: str, text: str | None, source: str, key: int) -> np.ndarray:
-        # An empty or missing text is set aside (no tokens, not even <|endoftext|>) and counted.
+    def encode_parts(self, batch: pa.Table) -> list[pa.Table]:
+        """`encode`, its documents split by the part of their window."""
+        parts: list[list[Encoded]] = [[] for _ in range(self.parts)]
+        for doc in self._documents(batch):
+            parts[self.part_of[doc.window]].append(doc)
+        return [encoded_table(docs) for docs in parts]
+
+    def _documents(self, batch: pa.Table) -> list[Encoded]:
+        """The documents of the job's windows, encoded: every piece of every document in one call,
+        which spares the engine and numpy a call per document."""
+        docs, cuts = [], []
+        columns = (batch.column(name).to_pylist() for name in ("id", "text", "source"))
+        for doc_id, text, source in zip(*columns, strict=True):
+            key = doc_key(self.seed, doc_id)
+            if (window := window_of(key, self.n_windows)) in self.part_of:
+                docs.append((doc_id, text or "", source, key, window))
+                cuts.append(self._cut(text or "", source, key))
+        texts = [
+            doc[1][start:end] for doc, (spans, _) in zip(docs, cuts, strict=True) for start, end in spans
+        ]
+        ids, offsets = self.enc.encode_ordinary_flat(texts)
+        encoded, n = [], 0  # n: the pieces of the documents before
+        for (doc_id, text, source, key, window), (spans, spm) in zip(docs, cuts, strict=True):
+            pieces = [(span, ids[offsets[n + j] : offsets[n + j + 1]]) for j, span in enumerate(spans)]
+            n += len(spans)
+            if self.check is not None:
+                self.check.verify(doc_id, text, pieces)
+            encoded.append(Encoded(doc_id, source, key, window, body([ids for _, ids in pieces], spm)))
+        return encoded
+
+    def _cut(self, text: str, source: str, key: int) -> tuple[list[Span], bool | None]:
+        """The pieces of a document to encode and, in fill-in-the-middle form, whether in SPM order
+        (None: as it is). An empty text has none: it is set aside (no tokens, not even
+        <|endoftext|>) and counted."""
         if not text:
-            return np.zeros(0, dtype=np.int32)
-        rng = random.Random(key)
-        fim = source in self.code_sources and self.fim_rate > 0 and rng.random() < self.fim_rate
-        spans = fim_spans(len(text), rng) if fim else [(0, len(text))]
-        pieces = [((start, end), self.enc.encode_ordinary_numpy(text[start:end])) for start, end in spans]
-        if self.check is not None:
-            self.check.verify(doc_id, text, pieces)
-        encoded = [ids for _, ids in pieces]
-        body = fim_tokens(*encoded, spm=rng.random() < self.fim_spm_rate) if fim else encoded[0]
-        return np.append(body, np.int32(self.enc.eot_id))
+            return [], None
+        if source in self.code_sources and self.fim_rate > 0:
+            rng = random.Random(key)
+            if rng.random() < self.fim_rate:
+                spans = fim_spans(len(text), rng)
+                return spans, rng.random() < self.fim_spm_rate
+        return [(0, len(text))], None
+
+
+def body(pieces: list[np.ndarray], spm: bool | None) -> np.ndarray | None:
+    """A document's ids from its encoded pieces (`Encode._cut`); None for an empty document."""
+    if not pieces:
+        return None
+    return pieces[0] if spm is None else fim_tokens(*pieces, spm=spm)
+
+
+class Encoded(NamedTuple):
+    """One document as a pack task receives it; `body` None for an empty document."""
+
+    id: str
+    source: str
+    key: int
+    window: int
+    body: np.ndarray | None
+
+
+def encoded_table(docs: Sequence[Encoded]) -> pa.Table:
+    """Documents as one table of `ENCODED_SCHEMA`: each body and its <|endoftext|>, in one buffer."""
+    eot = np.array([tokenizer.EOT_ID], dtype=np.int32)
+    arrays = [a for d in docs if d.body is not None for a in (d.body, eot)]
+    values, _ = flat(arrays)
+    offsets = np.zeros(len(docs) + 1, dtype=np.int32)
+    np.cumsum([0 if d.body is None else len(d.body) + 1 for d in docs], out=offsets[1:])
+    tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    columns = [[d.id for d in docs], [d.source for d in docs], pa.array([d.key for d in docs], pa.uint64())]
+    return pa.table([*columns, [d.window for d in docs], tokens], schema=ENCODED_SCHEMA)
+
+
+def encode_row_groups(
+    encoder: Callable[[], Encode], units: Sequence[tuple[str, int]]
+) -> pa.Table | list[pa.Table]:
+    """An encode task of `pipeline.pack`: the documents of parquet row groups, given as (path, row
+    group), read here (text never passes through Ray's object store) and encoded by `encoder()`, a
+    table per pack task; the table itself when there is one pack task, as Ray returns one value."""
+    tables = [
+        pq.ParquetFile(path).read_row_group(group, columns=["id", "text", "source"]) for path, group in units
+    ]
+    parts = encoder().encode_parts(pa.concat_tables(tables))
+    return parts if len(parts) > 1 else parts[0]
+
+
+def todo_windows(n_windows: int, skip: Collection[int]) -> list[int]:
+    """The windows a job packs, in order: all but `skip`."""
+    return [w for w in range(n_windows) if w not in skip]
+
+
+def parts_windows(todo: Sequence[int], parts: int) -> list[list[int]]:
+    """The windows of each of `parts` pack tasks, dealt in turn: the split of `Encode.encode_parts`."""
+    return [list(todo[i::parts]) for i in range(parts)]

@@ -7,11 +7,14 @@ StarCoder filters. Rule names and thresholds follow datatrove's implementations 
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import numpy as np
 
 from pipeline import langid
 from pipeline.config import (
@@ -22,7 +25,7 @@ from pipeline.config import (
     GopherRepetitionConfig,
     LangIdConfig,
 )
-from pipeline.text import PUNCTUATION, count_sentences, split_words, stop_words
+from pipeline.text import count_sentences, punctuation, split_words, stop_words
 
 
 @dataclass
@@ -33,13 +36,21 @@ class Doc:
     lang: str = ""
     lang_score: float = 0.0
     meta: str = "{}"
+    # The language whose word rules and stop words the filters use: set by language ID to the detected
+    # language when the source keeps it, else to the source's first, so that a document dropped for its
+    # language is still judged (by `explain`) as its source's text is. Unset: `lang`.
+    rules_lang: str = ""
     # Words of the current text, shared by the filters that need them (reset when the text changes).
     _words: list[str] | None = field(default=None, repr=False)
 
     @property
+    def text_lang(self) -> str:
+        return self.rules_lang or self.lang
+
+    @property
     def words(self) -> list[str]:
         if self._words is None:
-            self._words = split_words(self.text)
+            self._words = split_words(self.text, self.text_lang)
         return self._words
 
     def set_text(self, text: str) -> None:
@@ -71,6 +82,8 @@ class LangIdFilter:
 
     def __call__(self, doc: Doc) -> Decision:
         doc.lang, doc.lang_score = langid.identify(doc.text)
+        kept_as = self.cfg.languages[0] if self.cfg.languages else doc.lang
+        doc.rules_lang = doc.lang if doc.lang in self.cfg.languages else kept_as
         if doc.lang not in self.cfg.languages:
             return Decision(False, "wrong_language")
         if doc.lang_score < self.cfg.threshold:
@@ -103,13 +116,16 @@ def _top_ngram_chars(words: list[str], n: int) -> int:
 
 
 def _duplicated_ngram_chars(words: list[str], n: int) -> int:
-    """Characters in n-grams seen before, scanning greedily and skipping n words after each hit."""
-    seen: set[tuple[str, ...]] = set()
+    """Characters in n-grams seen before, scanning greedily and skipping n words after each hit. An
+    n-gram is its words joined without spaces, as in datatrove ("ab c" and "a bc" are one n-gram)."""
+    joined = "".join(words)
+    ends = list(itertools.accumulate(map(len, words), initial=0))
+    seen: set[str] = set()
     chars = i = 0
     while i < len(words) - n + 1:
-        gram = tuple(words[i : i + n])
+        gram = joined[ends[i] : ends[i + n]]
         if gram in seen:
-            chars += sum(map(len, gram))
+            chars += len(gram)
             i += n
         else:
             seen.add(gram)
@@ -117,8 +133,25 @@ def _duplicated_ngram_chars(words: list[str], n: int) -> int:
     return chars
 
 
+def _repeated_ngram_cover(words: list[str], n: int) -> int:
+    """Characters of the words inside some n-gram that repeats an earlier one. A hit of the greedy scan
+    for any m >= n repeats every n-gram inside it, so this bounds what that scan counts."""
+    # By hash: two n-grams that collide only widen the bound.
+    grams = zip(*(words[k:] for k in range(n)), strict=False)
+    hashes = np.fromiter(map(hash, grams), dtype=np.int64, count=max(len(words) - n + 1, 0))
+    _, first, which = np.unique(hashes, return_index=True, return_inverse=True)
+    if len(first) == len(hashes):
+        return 0
+    repeats = (first[which] != np.arange(len(hashes))).astype(np.int32)
+    # A word is covered when a repeated n-gram starts at one of the n positions up to it.
+    covered = np.convolve(repeats, np.ones(n, dtype=np.int32))[: len(words)] > 0
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    return int(lengths[covered].sum())
+
+
 class GopherRepetitionFilter:
-    """Gopher Table A1: duplicate lines, paragraphs and n-grams."""
+    """Gopher Table A1: duplicate lines, paragraphs and n-grams. A line or paragraph threshold of 0
+    turns its rule off, as in datatrove (FineWeb-2 turns three of them off that way)."""
 
     name = "gopher_repetition"
 
@@ -131,15 +164,15 @@ class GopherRepetitionFilter:
             return Decision(False, "empty")
         paragraphs = _PARAGRAPH_RE.split(text.strip())
         dups, chars = _duplicates(paragraphs)
-        if dups / len(paragraphs) > cfg.dup_para_frac:
+        if cfg.dup_para_frac and dups / len(paragraphs) > cfg.dup_para_frac:
             return Decision(False, "dup_para_frac")
-        if chars / len(text) > cfg.dup_para_char_frac:
+        if cfg.dup_para_char_frac and chars / len(text) > cfg.dup_para_char_frac:
             return Decision(False, "dup_para_char_frac")
         lines = _LINE_RE.split(text)
         dups, chars = _duplicates(lines)
-        if dups / len(lines) > cfg.dup_line_frac:
+        if cfg.dup_line_frac and dups / len(lines) > cfg.dup_line_frac:
             return Decision(False, "dup_line_frac")
-        if chars / len(text) > cfg.dup_line_char_frac:
+        if cfg.dup_line_char_frac and chars / len(text) > cfg.dup_line_char_frac:
             return Decision(False, "dup_line_char_frac")
         words = doc.words
         for n, frac in cfg.top_n_grams:
@@ -147,12 +180,13 @@ class GopherRepetitionFilter:
                 return Decision(False, f"top_{n}_gram")
         if not cfg.dup_n_grams:
             return KEEP
-        # A text with no repeated shortest n-gram has no repeated longer one: skip the greedy scans.
+        # Skip the greedy scans that cannot reach their threshold: repeated n-grams lie inside repeated
+        # shortest n-grams. (Only n-grams whose words differ but join to the same string escape this.)
         shortest = min(n for n, _ in cfg.dup_n_grams)
-        grams = list(zip(*(words[i:] for i in range(shortest)), strict=False))
-        if len(set(grams)) == len(grams):
-            return KEEP
+        cover = _repeated_ngram_cover(words, shortest) / len(text)
         for n, frac in cfg.dup_n_grams:
+            if cover <= frac:
+                continue
             if _duplicated_ngram_chars(words, n) / len(text) > frac:
                 return Decision(False, f"duplicated_{n}_n_grams")
         return KEEP
@@ -160,7 +194,7 @@ class GopherRepetitionFilter:
 
 class GopherQualityFilter:
     """Gopher's quality rules: word counts and lengths, symbols, bullets, ellipses, alphabetic words,
-    stop words."""
+    stop words. A threshold of 0 turns its rule off, as in datatrove."""
 
     name = "gopher_quality"
 
@@ -170,33 +204,44 @@ class GopherQualityFilter:
 
     def __call__(self, doc: Doc) -> Decision:
         text, cfg, words = doc.text, self.cfg, doc.words
-        non_symbol = [w for w in words if not PUNCTUATION.issuperset(w)]
-        if len(non_symbol) < cfg.min_doc_words:
+        # Word statistics over distinct words, weighted by their counts (real text repeats its words).
+        counts = Counter(words)
+        symbols = punctuation()
+        n_non_symbol = non_symbol_chars = alpha = 0
+        for word, count in counts.items():
+            if not symbols.issuperset(word):
+                n_non_symbol += count
+                non_symbol_chars += count * len(word)
+            if word.isalpha() or any(c.isalpha() for c in word):
+                alpha += count
+        if cfg.min_doc_words and n_non_symbol < cfg.min_doc_words:
             return Decision(False, "gopher_short_doc")
-        if len(non_symbol) > cfg.max_doc_words:
+        if cfg.max_doc_words and n_non_symbol > cfg.max_doc_words:
             return Decision(False, "gopher_long_doc")
-        mean_len = sum(map(len, non_symbol)) / len(non_symbol)
-        if mean_len < cfg.min_avg_word_length:
+        mean_len = non_symbol_chars / n_non_symbol if n_non_symbol else float("nan")
+        if cfg.min_avg_word_length and mean_len < cfg.min_avg_word_length:
             return Decision(False, "gopher_below_avg_threshold")
-        if mean_len > cfg.max_avg_word_length:
+        if cfg.max_avg_word_length and mean_len > cfg.max_avg_word_length:
             return Decision(False, "gopher_above_avg_threshold")
-        if text.count("#") / len(words) > cfg.max_symbol_word_ratio:
+        if not words:  # only reachable with the word-count rule off; datatrove fails on it
+            return Decision(False, "empty")
+        if cfg.max_symbol_word_ratio and text.count("#") / len(words) > cfg.max_symbol_word_ratio:
             return Decision(False, "gopher_too_many_hashes")
-        if (text.count("...") + text.count("…")) / len(words) > cfg.max_symbol_word_ratio:
+        ellipses = text.count("...") + text.count("…")
+        if cfg.max_symbol_word_ratio and ellipses / len(words) > cfg.max_symbol_word_ratio:
             return Decision(False, "gopher_too_many_ellipsis")
         lines = text.splitlines()
         bullets = sum(line.lstrip().startswith(("•", "-")) for line in lines)
-        if bullets / len(lines) > cfg.max_bullet_lines_ratio:
+        if cfg.max_bullet_lines_ratio and bullets / len(lines) > cfg.max_bullet_lines_ratio:
             return Decision(False, "gopher_too_many_bullets")
-        ellipses = sum(line.rstrip().endswith(("...", "…")) for line in lines)
-        if ellipses / len(lines) > cfg.max_ellipsis_lines_ratio:
+        ellipsis_lines = sum(line.rstrip().endswith(("...", "…")) for line in lines)
+        if cfg.max_ellipsis_lines_ratio and ellipsis_lines / len(lines) > cfg.max_ellipsis_lines_ratio:
             return Decision(False, "gopher_too_many_end_ellipsis")
-        alpha = sum(any(c.isalpha() for c in w) for w in words)
-        if alpha / len(words) < cfg.min_alpha_words_ratio:
+        if cfg.min_alpha_words_ratio and alpha / len(words) < cfg.min_alpha_words_ratio:
             return Decision(False, "gopher_below_alpha_threshold")
         # Case-sensitive like Gopher and datatrove: "The" is not "the".
-        stops = self.custom_stop_words or stop_words(doc.lang)
-        if len(stops.intersection(words)) < cfg.min_stop_words:
+        stops = self.custom_stop_words if self.custom_stop_words is not None else stop_words(doc.text_lang)
+        if cfg.min_stop_words and len(stops.intersection(counts)) < cfg.min_stop_words:
             return Decision(False, "gopher_enough_stop_words")
         return KEEP
 
@@ -221,7 +266,8 @@ class C4QualityFilter:
         for line in doc.text.splitlines():
             line = line.strip()
             words = line.split()
-            if cfg.max_word_length >= 0 and any(len(w) > cfg.max_word_length for w in words):
+            too_long = len(line) > cfg.max_word_length >= 0
+            if too_long and any(len(w) > cfg.max_word_length for w in words):
                 continue
             if cfg.remove_citations:
                 line = _CITATION_RE.sub("", line)
@@ -238,7 +284,7 @@ class C4QualityFilter:
                 return Decision(False, "curly_bracket")
             if cfg.filter_policy and any(p in lower for p in _POLICY):
                 continue
-            sentences += count_sentences(line)
+            sentences += count_sentences(line, doc.text_lang)
             kept.append(line)
         if sentences < cfg.min_num_sentences:
             return Decision(False, "too_few_sentences")

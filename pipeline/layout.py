@@ -6,14 +6,17 @@ A partition `<pid>` is one input file; the stages that keep per-partition stats 
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common.files import read_json
 
-# The outputs of the split and mix stages: a change of the split or mixture settings removes them.
-_MIX_OUTPUTS = ("train", "valid", "dups", "mixed", "stats/split", "stats/mix", "_SUCCESS.json")
+# The outputs of the decontam and mix stages: other eval tasks' documents remove them.
+_DECONTAM_OUTPUTS = ("decontam", "contaminated", "mixed", "stats/decontam", "stats/mix", "_SUCCESS.json")
+# The outputs of the split, decontam and mix stages: a change of their settings removes them.
+_MIX_OUTPUTS = ("train", "valid", "dups", "stats/split", *_DECONTAM_OUTPUTS)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,14 @@ class WorkDir:
     def train(self, pid: str) -> Path:
         return self.root / "train" / f"{pid}.parquet"
 
+    def decontaminated(self, pid: str) -> Path:
+        """The train documents of `pid` that share no n-gram with an eval document."""
+        return self.root / "decontam" / f"{pid}.parquet"
+
+    def contaminated(self, pid: str) -> Path:
+        """The train documents of `pid` removed for sharing an n-gram with an eval document."""
+        return self.root / "contaminated" / f"{pid}.parquet"
+
     @property
     def valid_dir(self) -> Path:
         return self.root / "valid"
@@ -82,6 +93,9 @@ class WorkDir:
 
     def mix_outputs(self) -> list[Path]:
         return [self.root / name for name in _MIX_OUTPUTS]
+
+    def decontam_outputs(self) -> list[Path]:
+        return [self.root / name for name in _DECONTAM_OUTPUTS]
 
     def signatures(self, pid: str, bucket: int) -> Path:
         """The keys of partition `pid` that fall in bucket partition `bucket`."""
@@ -102,7 +116,8 @@ class WorkDir:
 
     @property
     def dropped(self) -> Path:
-        return self.root / "dedup" / "dropped.parquet"
+        """A folder of parquet files, one per components node partition, each sorted by node."""
+        return self.root / "dedup" / "dropped"
 
     @property
     def components(self) -> ComponentsDir:
@@ -144,8 +159,13 @@ class ComponentsDir:
         """The nodes of exact-duplicate edges, scattered like the pairs, for the drop reason."""
         return self.root / "exact" / producer
 
+    @property
+    def roots_dir(self) -> Path:
+        """The last step's output, renamed to `dedup/dropped` when every partition is written."""
+        return self.root / "roots"
+
     def roots(self, part: int) -> Path:
-        return self.root / "roots" / _part_file(part)
+        return self.roots_dir / _part_file(part)
 
     @staticmethod
     def producer(part: int) -> str:
@@ -166,6 +186,15 @@ class ComponentsDir:
 
 
 _DONE = "_DONE.json"
+
+
+def remove_outputs(paths: list[Path]) -> None:
+    """Remove the outputs that a change of settings made stale (folders whole)."""
+    for target in paths:
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 def _bucket_file(bucket: int) -> str:

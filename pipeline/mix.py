@@ -1,4 +1,5 @@
-"""Stages 5-6: drop duplicates, hold out the validation split, then mix sources to their targets.
+"""Stages 5 and 7: drop duplicates, hold out the validation split; mix the decontaminated train split
+to the sources' targets.
 
 Every random choice is a hash of (seed, document id), so the output depends only on the seed and
 the inputs, never on scheduling or on where a killed run stopped.
@@ -21,7 +22,7 @@ from pipeline.config import DataConfig
 from pipeline.dedup import node_range
 from pipeline.layout import WorkDir
 from pipeline.plan import Partition
-from pipeline.stage import Stage
+from pipeline.stage import Stage, partition_stage
 from pipeline.storage import DOC_SCHEMA, write_table
 
 SPLIT, MIX = "split", "mix"
@@ -39,12 +40,7 @@ def in_valid(doc_id: str, fraction: float) -> bool:
 
 
 def split_stage(cfg: DataConfig, work: WorkDir, parts: Sequence[Partition]) -> Stage[Partition]:
-    return Stage(
-        SPLIT,
-        parts,
-        lambda part: split_partition(part, cfg, work),
-        lambda part: work.stats(SPLIT, part.pid).exists(),
-    )
+    return partition_stage(SPLIT, work, parts, lambda part: split_partition(part, cfg, work))
 
 
 def split_partition(part: Partition, cfg: DataConfig, work: WorkDir) -> dict[str, int]:
@@ -71,24 +67,25 @@ def split_partition(part: Partition, cfg: DataConfig, work: WorkDir) -> dict[str
     stats = {
         "pid": pid,
         "source": part.source,
-        "dedup": _count(unique),
+        "dedup": doc_counts(unique),
         "dup_reasons": dict(dup_reasons),
-        "valid": _count(valid),
-        "train": _count(train),
+        "valid": doc_counts(valid),
+        "train": doc_counts(train),
     }
     write_json(work.stats(SPLIT, pid), stats)
     return {"dups": int(sum(dup_reasons.values()))}
 
 
-def _count(table: pa.Table) -> dict[str, int]:
+def doc_counts(table: pa.Table) -> dict[str, int]:
+    """Documents and tokens of a table of filtered documents."""
     return {"docs": len(table), "tokens": int(pc.sum(table.column("n_tokens")).as_py() or 0)}
 
 
-def train_tokens(cfg: DataConfig, split: Mapping[str, dict[str, Any]]) -> dict[str, int]:
-    """Tokens of the train split per source, from the split stage's stats."""
+def train_tokens(cfg: DataConfig, stage_stats: Mapping[str, dict[str, Any]], step: str) -> dict[str, int]:
+    """Tokens per source at counting step `step` of a stage's stats (the train split: after decontam)."""
     tokens = {name: 0 for name in cfg.sources}
-    for stats in split.values():
-        tokens[stats["source"]] += stats["train"]["tokens"]
+    for stats in stage_stats.values():
+        tokens[stats["source"]] += stats[step]["tokens"]
     return tokens
 
 
@@ -132,21 +129,16 @@ def copies(doc_id: str, rate: float, seed: int) -> int:
 def mix_stage(
     cfg: DataConfig, work: WorkDir, parts: Sequence[Partition], rates: dict[str, float]
 ) -> Stage[Partition]:
-    return Stage(
-        MIX,
-        parts,
-        lambda part: mix_partition(part, cfg, work, rates),
-        lambda part: work.stats(MIX, part.pid).exists(),
-    )
+    return partition_stage(MIX, work, parts, lambda part: mix_partition(part, cfg, work, rates))
 
 
 def mix_partition(part: Partition, cfg: DataConfig, work: WorkDir, rates: dict[str, float]) -> dict[str, int]:
-    """Stage-6 task: sample or repeat one train partition; rows come out in a seeded order.
+    """Stage-7 task: sample or repeat one decontaminated train partition; rows come out in a seeded order.
 
     Output files are named by a hash of (seed, partition) so that reading them in name order
     interleaves the sources instead of reading one source after the other."""
     pid = part.pid
-    train = pq.read_table(work.train(pid))
+    train = pq.read_table(work.decontaminated(pid))
     rate = rates[part.source]
     ids = train.column("id").to_pylist()
     picks, out_ids = [], []

@@ -1,33 +1,41 @@
 """`python -m pipeline pack CONFIG`: mixed documents -> Arrow shards of `seq_len + 1` tokens with a manifest.
 
-Each split is one Ray Data job of three steps: `encode.Encode` actors encode one parquet row group at a
-time; documents are grouped into shuffle windows by their seeded key; `packing.pack_window` packs each
-window into shards under `<out>/.parts/`. A finished window is skipped by a re-run. When every window
-is done the shards are renamed to their global names and `manifest.json` is written last, so a folder
-with a manifest is complete.
+Each split is one job of Ray tasks in two steps: encode tasks (`encode.Encode`) each encode one parquet
+row group and hand each document to the pack task of its shuffle window (chosen by its seeded key);
+pack tasks (`packing.pack_windows`) pack each of their windows into shards under `<out>/.parts/`. A
+finished window is skipped by a re-run. When every window is done the shards are renamed to their
+global names and `manifest.json` is written last, so a folder with a manifest is complete.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import ray
-from ray.data.context import ShuffleStrategy
 
 import tokenizer
 from common.config import fingerprint
 from common.files import publish, read_json, remove_temporaries, write_json
 from pipeline.cluster import start_ray
 from pipeline.config import DataConfig
-from pipeline.encode import Encode, Reference, mismatch_in, tokenizer_info
+from pipeline.encode import (
+    Encode,
+    Reference,
+    encode_row_groups,
+    mismatch_in,
+    parts_windows,
+    todo_windows,
+    tokenizer_info,
+)
 from pipeline.layout import WorkDir
 from pipeline.mix import shares, target_shares
-from pipeline.packing import SourceCounts, empty_record, finished_windows, pack_window
+from pipeline.packing import SourceCounts, empty_record, finished_windows, pack_windows
 from pipeline.shards import (
     MANIFEST,
     Manifest,
@@ -72,7 +80,7 @@ def _check_schema(files: list[Path]) -> None:
 
 
 def pack(cfg: DataConfig, verbose: bool = False) -> tuple[Manifest, bool]:
-    """Pack `<work_dir>/valid` into `<out_dir>/valid` and `<work_dir>/mixed` into `<out_dir>`.
+    """Pack `<work_dir>/valid` into `<out_dir>/valid` (per source) and `<work_dir>/mixed` into `<out_dir>`.
 
     Returns the training manifest and whether both folders were already complete (nothing to do).
     `verbose` shows Ray's own output besides the progress lines (`pipeline.cluster`).
@@ -81,8 +89,7 @@ def pack(cfg: DataConfig, verbose: bool = False) -> tuple[Manifest, bool]:
     stats = read_json(work.stats_json) if work.stats_json.is_file() else {}
     valid, valid_skipped = None, True
     if work.valid_dir.is_dir() and _count_docs(sorted(work.valid_dir.rglob("*.parquet"))):
-        # Padded, not dropped: every held-out document counts for the validation loss.
-        _, valid_skipped = pack_split(work.valid_dir, out / VALID, cfg, partial_row="pad", verbose=verbose)
+        _, valid_skipped = pack_valid(work.valid_dir, out / VALID, cfg, verbose)
         valid = VALID
     manifest, skipped = pack_split(
         work.mixed_dir,
@@ -112,9 +119,12 @@ def _targets(cfg: DataConfig, stats: dict[str, Any]) -> dict[str, float]:
     return target_shares(cfg)
 
 
-def plan_split(src: Path, cfg: DataConfig, partial_row: str) -> tuple[list[Path], int, dict[str, Any]]:
-    """Input files, number of shuffle windows, and the state that names this exact piece of work."""
-    files = input_files(src)
+def plan_split(
+    src: Path, cfg: DataConfig, partial_row: str, files: list[Path] | None = None
+) -> tuple[list[Path], int, dict[str, Any]]:
+    """Input files (`files`, else every one under `src`), number of shuffle windows, and the state that
+    names this exact piece of work."""
+    files = input_files(src) if files is None else files
     _check_schema(files)
     n_windows = max(1, math.ceil(_count_docs(files) / cfg.pack.shuffle_window))
     state = {
@@ -137,13 +147,16 @@ def pack_split(
     targets: dict[str, float] | None = None,
     verbose: bool = False,
     reference: Reference | None = None,
+    files: list[Path] | None = None,
 ) -> tuple[Manifest, bool]:
-    """Pack every document under `src` into shards in `out`, resuming from finished windows.
+    """Pack every document under `src` (or its `files` only) into shards in `out`, resuming from
+    finished windows.
 
     Returns the manifest and True when `out` already held this exact output (nothing was done).
     `reference` replaces tiktoken in the encoders' exactness check (a seam for its tests).
     """
-    files, n_windows, state = plan_split(src, cfg, partial_row)
+    label = f"pack {src.name}" + (f" {out.name}" if files is not None else "")  # a per-source valid split
+    files, n_windows, state = plan_split(src, cfg, partial_row, files)
     if (manifest := _finished_manifest(out, state)) is not None:
         return manifest, True
     start_or_resume(out, state)
@@ -155,14 +168,14 @@ def pack_split(
         skip = set(done) | {w for w in range(n_windows) if w % rounds != r}
         if len(skip) < n_windows:
             start_ray(verbose)  # only when there is work: a complete folder is checked without Ray
-            name = f"pack {src.name}" + (f" round {r + 1}/{rounds}" if rounds > 1 else "")
+            name = label + (f" round {r + 1}/{rounds}" if rounds > 1 else "")
             progress = Progress(name, n_windows - len(skip), "windows")
             try:
                 run_windows(files, parts, cfg, n_windows, skip, partial_row, progress, reference)
             except ray.exceptions.RayTaskError as e:
                 if (mismatch := mismatch_in(e)) is None:
                     raise
-                raise mismatch from None  # the actor's traceback adds nothing to its message
+                raise mismatch from None  # the task's traceback adds nothing to its message
     done = finished_windows(parts, n_windows)
     records = [done.get(w) or empty_record(w) for w in range(n_windows)]
     shards = _finalize(out, parts, records)
@@ -184,6 +197,53 @@ def pack_split(
     return manifest, False
 
 
+def pack_valid(src: Path, out: Path, cfg: DataConfig, verbose: bool = False) -> tuple[Manifest, bool]:
+    """Pack the held-out split per source, each into `<out>/<source>/`, and list every source's shards in
+    `<out>/manifest.json` with their `source`: one shard folder to a reader of the whole split, rows of a
+    single source each for per-source validation. Partial rows are padded, not dropped: every held-out
+    document counts. Returns the listing and True when every source was already packed."""
+    files = input_files(src)
+    _check_schema(files)
+    clear_outputs(out)  # the top level only: a split packed whole before, or the previous listing
+    packed = {
+        source: pack_split(src, out / source, cfg, partial_row="pad", verbose=verbose, files=source_files)
+        for source, source_files in files_by_source(files).items()
+    }
+    shards = [
+        info.model_copy(update={"file": f"{source}/{info.file}", "source": source})
+        for source, (manifest, _) in packed.items()
+        for info in manifest.shards
+    ]
+    counts = {name: c for manifest, _ in packed.values() for name, c in manifest.sources.items()}
+    listing = next(iter(packed.values()))[0].model_copy(
+        update={
+            "shards": shards,
+            "partial_row_tokens": sum(m.partial_row_tokens for m, _ in packed.values()),
+            "sources": counts,
+            "mixture": mixture(counts, None),
+        }
+    )
+    write_manifest(out, listing)
+    return listing, all(skipped for _, skipped in packed.values())
+
+
+def files_by_source(files: list[Path]) -> dict[str, list[Path]]:
+    """The document files of each source (a partition holds one source), sources in name order."""
+    by_source: dict[str, list[Path]] = {}
+    for path in files:
+        names = pq.read_table(path, columns=["source"]).column("source").unique().to_pylist()
+        if len(names) > 1:
+            raise ValueError(f"{path}: documents of sources {sorted(names)}; a partition holds one source")
+        for name in names:
+            by_source.setdefault(name, []).append(path)
+    return dict(sorted(by_source.items()))
+
+
+# The tasks' functions live in light modules: a worker imports those, not this one (MLflow, seconds).
+_encode = ray.remote(num_cpus=1)(encode_row_groups)
+_pack = ray.remote(num_cpus=1)(pack_windows)
+
+
 def run_windows(
     files: list[Path],
     parts: Path,
@@ -194,45 +254,69 @@ def run_windows(
     progress: Progress,
     reference: Reference | None = None,
 ) -> None:
-    """One Ray Data job on a started Ray: encode, group and pack every window not in `skip`."""
-    pack = cfg.pack
-    code_sources = [name for name, s in cfg.sources.items() if READERS[s.reader].is_code]
+    """One job of Ray tasks on a started Ray: encode tasks return their documents split by the pack
+    task of their window, and each pack task packs its windows. Tasks, not actors: a worker process
+    keeps Arcade100k loaded from one task and one job to the next, where an actor pool starts new
+    processes that load it again for every job."""
     n_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    # One unit of work per parquet row group, read by the encoder itself: text never passes through
-    # the object store, and every encoder gets work however Ray would have merged small files.
-    units = [{"path": str(f), "row_group": g} for f in files for g in range(pq.ParquetFile(f).num_row_groups)]
-    ds = ray.data.from_items(units, override_num_blocks=len(units))
-    ds = ds.map_batches(
+    todo = todo_windows(n_windows, frozenset(skip))
+    windows = parts_windows(todo, min(len(todo), 4 * n_cpus))
+    encoder = functools.partial(
         Encode,
-        batch_format="pyarrow",
-        batch_size=1,
-        # Start with one actor and grow to one per CPU: a fixed pool of every CPU would starve the read.
-        compute=ray.data.ActorPoolStrategy(size=min(len(units), pack.encoders or n_cpus)),
-        fn_constructor_args=(
-            cfg.seed,
-            n_windows,
-            code_sources,
-            pack.fim_rate,
-            pack.fim_spm_rate,
-            sorted(skip),
-        ),
+        cfg.seed,
+        n_windows,
+        [name for name, s in cfg.sources.items() if READERS[s.reader].is_code],
+        cfg.pack.fim_rate,
+        cfg.pack.fim_spm_rate,
+        sorted(skip),
+        parts=len(windows),
         # The engine this process resolved (and the manifest records), not "auto" again on each node.
-        fn_constructor_kwargs={
-            "engine": tokenizer.load(engine=pack.engine).engine,
-            "verify_rate": pack.verify_rate,
-            "reference": reference,
-        },
+        engine=tokenizer.load(engine=cfg.pack.engine).engine,
+        verify_rate=cfg.pack.verify_rate,
+        reference=reference,
     )
-    # A sort-based shuffle runs as plain tasks; the hash shuffle's aggregator actors cost seconds to start.
-    ray.data.DataContext.get_current().shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    ds = ds.groupby("window", num_partitions=min(n_windows, 4 * n_cpus)).map_groups(
-        pack_window,
-        batch_format="pyarrow",
-        fn_args=(str(parts), pack.seq_len, pack.rows_per_shard, partial_row),
-    )
-    for _ in ds.iter_rows():  # one row per packed window
-        progress.advance()
+    # One encode task per parquet row group, read by the task itself: text never passes through the
+    # object store, only the encoded documents, once, from the encode task to their pack task.
+    units = [(str(f), g) for f in files for g in range(pq.ParquetFile(f).num_row_groups)]
+    started: list[ray.ObjectRef] = []
+    try:
+        encoded = _start_encodes(encoder, units, len(windows), cfg.pack.encoders, started)
+        args = (str(parts), cfg.pack.seq_len, cfg.pack.rows_per_shard, partial_row)
+        packing = {
+            _pack.remote(*args, *(refs[i] for refs in encoded)): part for i, part in enumerate(windows)
+        }
+        started.extend(packing)
+        while packing:
+            [ready], _ = ray.wait(list(packing))
+            ray.get(ready)
+            for _ in packing.pop(ready):
+                progress.advance()
+    except BaseException:
+        for ref in started:
+            ray.cancel(ref)  # not to write into `parts` after the job has failed
+        raise
     progress.finish()
+
+
+def _start_encodes(
+    encoder: Callable[[], Encode],
+    units: list[tuple[str, int]],
+    parts: int,
+    limit: int | None,
+    started: list[ray.ObjectRef],
+) -> list[list[ray.ObjectRef]]:
+    """Start an encode task per unit, at most `limit` at once (None: as many as Ray schedules); return
+    each one's table for each of the `parts` pack tasks. Each task is added to `started` as it starts."""
+    encoded: list[list[ray.ObjectRef]] = []
+    running: list[ray.ObjectRef] = []
+    for unit in units:
+        if limit is not None and len(running) >= limit:
+            _, running = ray.wait(running, num_returns=1, fetch_local=False)
+        refs = _encode.options(num_returns=parts).remote(encoder, [unit])
+        encoded.append(refs if parts > 1 else [refs])
+        running.append(encoded[-1][0])
+        started.append(encoded[-1][0])
+    return encoded
 
 
 def _finished_manifest(out: Path, state: dict[str, Any]) -> Manifest | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import tokenizer
 from common.files import read_json, write_json
@@ -24,21 +25,45 @@ from pipeline.shards import write_shard
 SourceCounts = dict[str, dict[str, dict[str, int]]]
 
 
-def pack_window(
-    docs: pa.Table, parts_dir: str, seq_len: int, rows_per_shard: int, partial_row: str
-) -> pa.Table:
-    """Ray Data map_groups function: pack one window's documents into shards under `parts_dir`."""
-    docs = docs.sort_by([("key", "ascending"), ("id", "ascending")])
-    window = docs.column("window")[0].as_py()
-    tokens = docs.column("tokens").combine_chunks()
-    flat = tokens.flatten().to_numpy()
-    lengths = np.diff(tokens.offsets.to_numpy())
+def pack_windows(
+    parts_dir: str, seq_len: int, rows_per_shard: int, partial_row: str, *pieces: pa.Table
+) -> None:
+    """A pack task of `pipeline.pack`: pack the windows of the documents in `pieces` (tables of
+    `ENCODED_SCHEMA`, one from each encode task) one after the other. A window no document hashed
+    into writes nothing."""
+    docs = pa.concat_tables(pieces)
+    order = sort_order(docs, ["window", "key", "id"])
+    windows = docs.column("window").to_numpy()[order]
+    firsts = np.flatnonzero(np.diff(windows, prepend=-1)).tolist()  # each window's first document
+    for first, end in zip(firsts, [*firsts[1:], len(order)], strict=True):
+        _pack(docs, order[first:end], parts_dir, seq_len, rows_per_shard, partial_row)
+
+
+def pack_window(docs: pa.Table, parts_dir: str, seq_len: int, rows_per_shard: int, partial_row: str) -> None:
+    """Pack one window's documents into shards under `parts_dir`."""
+    _pack(docs, sort_order(docs, ["key", "id"]), parts_dir, seq_len, rows_per_shard, partial_row)
+
+
+def sort_order(docs: pa.Table, columns: list[str]) -> np.ndarray:
+    """The indices of `docs` in ascending order of `columns`."""
+    return pc.sort_indices(docs, sort_keys=[(c, "ascending") for c in columns]).to_numpy().astype(np.int64)
+
+
+def _pack(
+    docs: pa.Table, order: np.ndarray, parts_dir: str, seq_len: int, rows_per_shard: int, partial_row: str
+) -> None:
+    """Pack the documents of one window, taken in `order`, into shards under `parts_dir`."""
+    window = docs.column("window")[int(order[0])].as_py()
+    bodies = token_slices(docs.column("tokens"), order)
+    lengths = np.array([len(b) for b in bodies], dtype=np.int64)
     width = seq_len + 1
-    n_full, tail = divmod(len(flat), width)
+    n_full, tail = divmod(int(lengths.sum()), width)
     if tail and partial_row == "pad":
-        flat = np.concatenate([flat, np.full(width - tail, tokenizer.EOT_ID, dtype=np.int32)])
+        # The rows in one copy of the tokens, padding included.
+        flat = np.concatenate([*bodies, np.full(width - tail, tokenizer.EOT_ID, dtype=np.int32)])
         rows, cost, kept_total = flat.reshape(-1, width), width - tail, len(flat) - (width - tail)
     else:
+        flat = np.concatenate(bodies)
         rows, cost, kept_total = flat[: n_full * width].reshape(-1, width), tail, n_full * width
     shards = []
     for j, start in enumerate(range(0, len(rows), rows_per_shard)):
@@ -50,11 +75,23 @@ def pack_window(
         "window": window,
         "shards": shards,
         "partial_row_tokens": int(cost),
-        "sources": source_counts(docs.column("source").to_pylist(), lengths, kept),
+        "sources": source_counts(docs.column("source").take(order).to_pylist(), lengths, kept),
     }
     # Written after the window's shards: its presence says they are all there.
     write_json(record_path(Path(parts_dir), window), record, sort_keys=True)
-    return pa.table({"window": [window]})
+
+
+def token_slices(tokens: pa.ChunkedArray, order: np.ndarray) -> list[np.ndarray]:
+    """The token arrays of the documents at `order`, as views of the column's chunks (one from each
+    encode task): the rows are then made in one copy of the tokens."""
+    chunks = [(c.offsets.to_numpy(), c.values.to_numpy()) for c in tokens.chunks]
+    chunk_starts = np.cumsum([0] + [len(c) for c in tokens.chunks])
+    chunk_of = np.searchsorted(chunk_starts, order, side="right") - 1
+    slices = []
+    for c, i in zip(chunk_of.tolist(), (order - chunk_starts[chunk_of]).tolist(), strict=True):
+        offsets, values = chunks[c]
+        slices.append(values[offsets[i] : offsets[i + 1]])
+    return slices
 
 
 def source_counts(sources: list[str], lengths: np.ndarray, kept: np.ndarray) -> SourceCounts:

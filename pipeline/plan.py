@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -13,11 +12,11 @@ from common.config import ConfigError
 from common.files import read_json, write_json
 from pipeline.config import DataConfig
 from pipeline.inputs import require_input, sources_without_input
-from pipeline.layout import WorkDir
+from pipeline.layout import WorkDir, remove_outputs
 from pipeline.sources import expand_paths
 
-# Settings that only the split and mix stages read: changing them redoes those two stages only.
-MIX_FIELDS = ("seed", "valid_fraction", "total_tokens")
+# Settings that only the split, decontam and mix stages read: changing them redoes those stages only.
+MIX_FIELDS = ("seed", "valid_fraction", "total_tokens", "decontam")
 MIX_SOURCE_FIELDS = ("weight", "epochs")
 
 
@@ -50,7 +49,7 @@ class Plan:
 
 
 def config_hashes(cfg: DataConfig) -> tuple[str, str]:
-    """Fingerprints of what the read/filter/dedup stages and the split/mix stages depend on
+    """Fingerprints of what the read/filter/dedup stages and the split/decontam/mix stages depend on
     (the work dir and the packing settings change neither)."""
     data = cfg.model_dump(mode="json", exclude={"pack", "work_dir"})
     mix = {k: data.pop(k) for k in MIX_FIELDS}
@@ -96,13 +95,9 @@ def make_plan(cfg: DataConfig) -> Plan:
 
 
 def _redo_mix(work: WorkDir, plan: Plan, mix_hash: str) -> Plan:
-    """Remove the split and mix outputs, which other split or mixture settings make stale."""
-    print("[plan] split or mixture settings changed: redoing the split and mix stages", flush=True)
-    for target in work.mix_outputs():
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+    """Remove the split, decontam and mix outputs, which other settings of theirs make stale."""
+    print("[plan] split, decontam or mixture settings changed: redoing those stages", flush=True)
+    remove_outputs(work.mix_outputs())
     plan = replace(plan, mix_hash=mix_hash)
     write_json(work.plan, asdict(plan))
     return plan

@@ -23,7 +23,7 @@ from pipeline.filters import Doc, Filter, build_chain, run_chain
 from pipeline.layout import WorkDir
 from pipeline.plan import Partition
 from pipeline.sources import FILE, TRUNCATED, BadRow, excluded, read_file
-from pipeline.stage import Stage
+from pipeline.stage import Stage, partition_stage
 from pipeline.storage import BAD_SCHEMA, FILTERED_SCHEMA, REJECT_SCHEMA, ParquetSink
 
 FILTER = "filter"
@@ -75,12 +75,7 @@ def _bad_row(doc_id: str, source: str, path: str, row: int, reason: str, raw: st
 
 def filter_stage(cfg: DataConfig, work: WorkDir, parts: Sequence[Partition]) -> Stage[Partition]:
     sources, rejects = cfg.sources, cfg.write_rejects
-    return Stage(
-        FILTER,
-        parts,
-        lambda part: filter_partition(part, sources, work, rejects),
-        lambda part: work.stats(FILTER, part.pid).exists(),
-    )
+    return partition_stage(FILTER, work, parts, lambda part: filter_partition(part, sources, work, rejects))
 
 
 def filter_partition(

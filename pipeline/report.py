@@ -1,6 +1,7 @@
 """`stats.json`, `report.md` and `report.png`: documents and tokens per source per stage, drop reasons,
-bad input, every input file with what became of it, the sources that add nothing to the mixture (and
-where their share went), and the mixture's target against what was achieved."""
+documents removed for eval contamination (per source and task), bad input, every input file with what
+became of it, the sources that add nothing to the mixture (and where their share went), and the
+mixture's target against what was achieved."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def collect(
     plan: Plan,
     filtered: PartitionStats,
     split: PartitionStats,
+    decontam: PartitionStats,
     mixed: PartitionStats,
     rates: dict[str, float],
     targets: dict[str, float],
@@ -38,7 +40,7 @@ def collect(
         steps = [*READ_STEPS, *src.filters.enabled()]
         flow = {s: Counter() for s in [*steps, *MIX_STEPS]}
         reasons: dict[str, Counter] = defaultdict(Counter)
-        dups, valid = Counter(), Counter()
+        dups, valid, contaminated = Counter(), Counter(), Counter()
         for pid, stats in filtered.items():
             if stats["source"] != name:
                 continue
@@ -48,6 +50,8 @@ def collect(
                 reasons[reason].update(rules)
             flow["dedup"].update(split[pid]["dedup"])
             flow["train"].update(split[pid]["train"])
+            flow["decontam"].update(decontam[pid]["decontam"])
+            contaminated.update(decontam[pid]["contaminated"])
             flow["mixed"].update(mixed[pid]["mixed"])
             dups.update(split[pid]["dup_reasons"])
             valid.update(split[pid]["valid"])
@@ -56,6 +60,7 @@ def collect(
             "dropped": {r: dict(rules) for r, rules in reasons.items() if r != "bad"},
             "bad": dict(reasons.get("bad", {})),
             "duplicates": dict(dups),
+            "contaminated": dict(contaminated),
             "valid": {"docs": valid["docs"], "tokens": valid["tokens"]},
             "files": sum(1 for p in plan.partitions if p.source == name),
         }
@@ -86,13 +91,13 @@ def empty_sources(
     without = sources_without_input(cfg, listed, plan.missing, filtered)
     empty = {}
     for name, src in cfg.sources.items():
-        if per_source[name]["stages"]["train"]["tokens"]:
+        if per_source[name]["stages"]["decontam"]["tokens"]:
             continue
         if src.weight is not None:
             share = f"its weight {src.weight} is spread over the other sources in proportion to their weights"
         else:
             share = "it adds nothing (mixing by epochs: each source brings its own tokens)"
-        why = without.get(name, "no document left for training after filtering and deduplication")
+        why = without.get(name, "no document left for training after filtering, dedup and decontamination")
         empty[name] = {"optional": src.optional, "why": why, "share": share}
     return empty
 
@@ -112,6 +117,7 @@ def _markdown(stats: dict[str, Any]) -> str:
         ("Documents (tokens) per source after each stage", _stages(stats)),
         (f"Mixture (by {stats['mix_by']})", _mixture(stats)),
         ("Dropped documents", _dropped(stats)),
+        ("Documents sharing an n-gram with an eval task (removed from training)", _contaminated(stats)),
         ("Bad input set aside", _bad_input(stats)),
         ("Sources that add nothing to the mixture", _empty_sources(stats)),
         ("Input files", _files(stats)),
@@ -120,7 +126,9 @@ def _markdown(stats: dict[str, Any]) -> str:
     for title, (header, rows) in sections:
         lines += ["", f"## {title}", "", *(_table(header, rows) if rows else ["none"])]
     valid = ", ".join(f"{n} {s['valid']['docs']} docs" for n, s in stats["sources"].items())
-    lines += ["", f"Validation split (held out before mixing): {valid}", ""]
+    lines += ["", f"Validation split (held out before mixing, not decontaminated): {valid}"]
+    tasks = stats["decontam"]["tasks"]
+    lines += [f"Decontaminated against {sum(tasks.values())} eval documents of {len(tasks)} tasks", ""]
     return "\n".join(lines)
 
 
@@ -157,6 +165,17 @@ def _dropped(stats: dict[str, Any]) -> Table:
             rows += [[name, reason, rule or "-", n] for rule, n in sorted(rules.items())]
         rows += [[name, "dedup", reason, n] for reason, n in sorted(s["duplicates"].items())]
     return ["source", "filter", "rule", "docs"], rows
+
+
+def _contaminated(stats: dict[str, Any]) -> Table:
+    rows = [
+        [name, task, n]
+        for name, s in stats["sources"].items()
+        for task, n in sorted(s["contaminated"].items())
+    ]
+    decontam = stats["decontam"]
+    rows += [["-", f"{task} (no data on this machine)", "not checked"] for task in decontam["missing_tasks"]]
+    return ["source", f"task ({decontam['ngram']}-gram)", "docs"], rows
 
 
 def _bad_input(stats: dict[str, Any]) -> Table:

@@ -1,4 +1,5 @@
-"""`python -m pipeline run CONFIG`: read -> filter -> dedup -> split -> mix, as resumable Ray Data stages.
+"""`python -m pipeline run CONFIG`: read -> filter -> dedup -> split -> decontam -> mix, as resumable Ray
+Data stages.
 
 Each stage is a list of partition tasks run through Ray Data (`pipeline.stage`); a task's outputs are
 atomic and its marker file (written last) says it finished, so a re-run after a kill skips finished
@@ -12,6 +13,7 @@ from pathlib import Path
 from common.files import remove_temporaries, write_json
 from pipeline.cluster import start_ray
 from pipeline.config import DataConfig
+from pipeline.decontam import DECONTAM, decontam_stage, drop_stale, eval_ngrams
 from pipeline.dedup import bucket_partitions, bucket_stage, component_partitions, components, signature_stage
 from pipeline.inputs import require_input, sources_without_input
 from pipeline.layout import WorkDir
@@ -24,10 +26,13 @@ from pipeline.stage import run_on_ray
 
 def run(cfg: DataConfig, verbose: bool = False) -> Path:
     """Run (or resume) every stage; returns the work dir. A required source without input raises
-    InputError: when planning if it matches no file, else after the filter stage (before dedup)."""
+    InputError: when planning if it matches no file, else after the filter stage (before dedup). An
+    unknown eval task to decontaminate against raises ConfigError before any stage."""
     work = WorkDir(cfg.work_dir)
     plan = make_plan(cfg)
     remove_temporaries(work.root)  # half-written files of a killed run; finished ones were renamed
+    # Once, on the driver, before any stage: an unknown eval task fails here; the tasks get a copy.
+    ngrams = eval_ngrams(cfg.decontam)
     for m in plan.missing:
         print(f"[plan] warning: {m['source']}: {m['path']}: {m['reason']}", flush=True)
     start_ray(verbose)
@@ -49,12 +54,16 @@ def run(cfg: DataConfig, verbose: bool = False) -> Path:
         components(work, component_partitions(work, cfg.dedup), run_on_ray)
     run_on_ray(split_stage(cfg, work, parts))
     split = work.read_stats(SPLIT, pids)
-    tokens = train_tokens(cfg, split)
+    drop_stale(work, pids, ngrams.fingerprint)
+    run_on_ray(decontam_stage(work, parts, ngrams))
+    decontam = work.read_stats(DECONTAM, pids)
+    tokens = train_tokens(cfg, decontam, DECONTAM)
     rates = mixing_rates(cfg, tokens)
     run_on_ray(mix_stage(cfg, work, parts, rates))
     mixed = work.read_stats(MIX, pids)
 
-    write_report(work, collect(cfg, plan, filtered, split, mixed, rates, target_shares(cfg, tokens)))
+    stats = collect(cfg, plan, filtered, split, decontam, mixed, rates, target_shares(cfg, tokens))
+    write_report(work, {**stats, DECONTAM: ngrams.summary()})
     write_json(work.success, {"partitions": len(parts), "config_hash": plan.config_hash})
     print(
         f"[done] {work.mixed_dir} (train), {work.valid_dir} (validation), report {work.report_md}", flush=True

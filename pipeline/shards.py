@@ -41,6 +41,9 @@ class ShardInfo(_Model):
     rows: int
     tokens: int
     sha256: str
+    # The one source every row of the shard comes from (the validation split is packed per source);
+    # None where rows mix sources (the training split, and validation splits packed before this field).
+    source: str | None = None
 
 
 class TokenizerInfo(_Model):
@@ -69,7 +72,7 @@ class Manifest(_Model):
     # Tokens lost to the at-most-one partial row per writer (dropped or padded).
     partial_row_tokens: int = 0
     # Per source, per counting step in pipeline order (`pipeline.counts.ALL_STEPS`: "read", "exclude",
-    # each enabled filter, "dedup", "train", "mixed", "tokenized", "empty", "packed"):
+    # each enabled filter, "dedup", "train", "decontam", "mixed", "tokenized", "empty", "packed"):
     # {"docs": n, "tokens": n}.
     sources: dict[str, dict[str, dict[str, int]]] = {}
     # Per source: {"target": share, "achieved": share} of output tokens.
@@ -145,7 +148,7 @@ class ShardSet:
     Opening verifies the manifest against the files: each listed shard exists, has the listed rows
     and row width, and (with `verify_checksums`) the listed sha256. `expect_seq_len`,
     `expect_tokenizer` (a fingerprint) and `expect_vocab` turn a mismatch with the model into an
-    error here, before any training step.
+    error here, before any training step. `source` opens the shards of that one source only.
     """
 
     def __init__(
@@ -156,6 +159,7 @@ class ShardSet:
         expect_seq_len: int | None = None,
         expect_tokenizer: str | None = None,
         expect_vocab: int | None = None,
+        source: str | None = None,
     ):
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
@@ -177,9 +181,13 @@ class ShardSet:
             )
         if not m.shards:
             raise ShardError(f"{self.folder}: the manifest lists no shards")
+        # With `source`, the rows of that source's shards only (see ShardInfo.source).
+        self.infos = [info for info in m.shards if source is None or info.source == source]
+        if not self.infos:
+            raise ShardError(f"{self.folder}: the manifest lists no shards of source {source!r}")
         self.seq_len = m.seq_len
         self._arrays: list[np.ndarray] = []
-        for info in m.shards:
+        for info in self.infos:
             self._arrays.append(self._open(info, verify_checksums))
         self._starts = np.cumsum([0] + [len(a) for a in self._arrays])
 

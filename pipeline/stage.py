@@ -11,9 +11,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TextIO, TypeVar
 
 import ray
+
+if TYPE_CHECKING:
+    from pipeline.layout import WorkDir
+    from pipeline.plan import Partition
 
 T = TypeVar("T")
 # Off a terminal (a log file), a long stage still prints its progress line this often.
@@ -33,6 +37,13 @@ class Stage(Generic[T]):
 
 
 Runner = Callable[[Stage[Any]], None]
+
+
+def partition_stage(
+    name: str, work: WorkDir, parts: Sequence[Partition], run: Callable[[Partition], dict[str, int]]
+) -> Stage[Partition]:
+    """One task per partition, done when its `stats/<name>/<pid>.json` (written last) exists."""
+    return Stage(name, parts, run, lambda part: work.stats(name, part.pid).exists())
 
 
 class Progress:

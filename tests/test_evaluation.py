@@ -1,6 +1,7 @@
 """`python -m evaluation`: the CLI on a tiny export from another working directory (results table,
-results.json, the MLflow run), a training checkpoint as the model (its provenance as tags), the card
-suite failing offline with every missing data set named, and the bundled tasks themselves."""
+results.json, the MLflow run), a training checkpoint or an export as the model (the training run it
+names as tags), the card suite failing offline with every missing data set named, and the bundled
+tasks themselves."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from evaluation.source import SourceError, load_source
 from evaluation.tasks import ITEMS_DIR, TASKS_DIR, load_suite, load_tasks, task_manager
 from harness.tiny_export import make_tiny_export
 from training import checkpoint
-from training.hf import load_hf
+from training.__main__ import main as training_main
+from training.hf import TRAINING_RUN, load_hf
 
 ROOT = Path(__file__).resolve().parents[1]
 LANGUAGES = ("en", "de", "es", "fr", "it", "nl", "pt")
@@ -59,8 +61,12 @@ def make_checkpoint(export: Path, root: Path, fingerprint: str) -> Path:
     folder = root / checkpoint.tag_for(7)
     folder.mkdir(parents=True)
     torch.save({"module": {k: v.float() for k, v in state_dict.items()}}, folder / checkpoint.MODEL_STATES)
-    write_json(folder / checkpoint.CONFIG_FILE, {"model": cfg.model_dump(mode="json"), "precision": "fp32"})
+    config = {"model": cfg.model_dump(mode="json"), "precision": "fp32", "log": {"experiment": "tiny-exp"}}
+    config |= {"schedule": {"warmup_steps": 1, "total_steps": 9}}
+    config |= {"data": {"seq_len": cfg.max_position_embeddings}}
+    write_json(folder / checkpoint.CONFIG_FILE, config)
     state = {"step": 7, "mlflow_run_id": "run-abc", "data_manifest_sha256": "d" * 64}
+    state |= {"mlflow_tracking_uri": "sqlite:///elsewhere/mlflow.db"}
     write_json(folder / checkpoint.STATE_FILE, state | {"tokenizer_fingerprint": fingerprint})
     checkpoint.record_files(folder)
     write_text(root / checkpoint.LATEST, folder.name)
@@ -110,6 +116,32 @@ def test_a_checkpoint_is_evaluated_and_tagged_with_its_training_run(export, tmp_
     # The same weights as the export: the same scores.
     from_export = evaluate(export, shots, tmp_path / "out2", limit=2, batch_size=4, device="cpu")
     assert done.results["results"] == from_export.results["results"]
+
+
+def test_an_export_names_its_training_run_and_its_evaluation_is_tagged_with_it(export, tmp_path, mlflow_uri):
+    fingerprint = tokenizer.load().fingerprint
+    root = make_checkpoint(export, tmp_path / "checkpoints", fingerprint)
+    out = tmp_path / "export"
+    assert training_main(["export", str(root), str(out)]) == 0
+    assert json.loads((out / TRAINING_RUN).read_text()) == {
+        "mlflow_run_id": "run-abc",
+        "experiment": "tiny-exp",
+        "tracking_uri": "sqlite:///elsewhere/mlflow.db",
+        "data_manifest_sha256": "d" * 64,
+        "tokenizer_fingerprint": fingerprint,
+        "step": 7,
+        "checkpoint": str((root / "step_00000007").resolve()),
+    }
+    done = evaluate(out, {"stablelm2_cloze_it": None}, tmp_path / "out", limit=2, batch_size=4, device="cpu")
+    run = MlflowClient(mlflow_uri).get_run(done.run_id)
+    tags = run.data.tags
+    assert tags["model_kind"] == "export" and tags["training_run_id"] == "run-abc"
+    assert tags["training_experiment"] == "tiny-exp"
+    assert tags["training_tracking_uri"] == "sqlite:///elsewhere/mlflow.db"
+    assert tags["data_manifest_sha256"] == "d" * 64 and tags["tokenizer_fingerprint"] == fingerprint
+    assert tags["checkpoint_step"] == "7" and tags["checkpoint"] == str((root / "step_00000007").resolve())
+    history = MlflowClient(mlflow_uri).get_metric_history(done.run_id, "eval/stablelm2_cloze_it/acc")
+    assert [m.step for m in history] == [7]  # the metrics sit at the step the export was trained to
 
 
 def test_a_checkpoint_of_another_tokenizer_or_a_path_that_is_neither_is_refused(export, tmp_path):

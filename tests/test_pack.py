@@ -30,7 +30,15 @@ import tokenizer
 from pipeline import pack as P
 from pipeline.config import DataConfig
 from pipeline.describe import describe
-from pipeline.encode import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, Encode, EncodingMismatch
+from pipeline.encode import (
+    FIM_MIDDLE,
+    FIM_PREFIX,
+    FIM_SUFFIX,
+    Encode,
+    EncodingMismatch,
+    parts_windows,
+    todo_windows,
+)
 from pipeline.packing import finished_windows, pack_window
 from pipeline.shards import MANIFEST, ShardSet, manifest_hash, read_manifest
 
@@ -52,11 +60,13 @@ def make_docs(prefix: str, n: int, seed: int) -> list[dict]:
 
 
 def write_work(work: Path, mixed: list[dict], valid: list[dict]) -> None:
-    for folder, docs in (("mixed", mixed), ("valid", valid)):
-        (work / folder).mkdir(parents=True, exist_ok=True)
-        for part in range(2):  # two files, as the mix stage writes one per partition
-            rows = docs[part::2]
-            pq.write_table(pa.Table.from_pylist(rows), work / folder / f"part-{part}.parquet")
+    (work / "mixed").mkdir(parents=True, exist_ok=True)
+    for part in range(2):  # two files, as the mix stage writes one per partition
+        pq.write_table(pa.Table.from_pylist(mixed[part::2]), work / "mixed" / f"part-{part}.parquet")
+    (work / "valid").mkdir(parents=True, exist_ok=True)
+    for index, source in enumerate(SOURCES):  # one file per partition, so per source, as the split writes
+        rows = [d for d in valid if d["source"] == source]
+        pq.write_table(pa.Table.from_pylist(rows), work / "valid" / f"{index}-{source}.parquet")
     stats = {
         "sources": {s: {"stages": {"read": {"docs": 100, "tokens": 5000}}} for s in SOURCES},
         "mixture": {s: {"target_share": 1 / 3, "achieved_share": 1 / 3, "rate": 1.0} for s in SOURCES},
@@ -199,26 +209,54 @@ def test_an_engine_that_differs_from_tiktoken_fails_the_job_naming_the_document(
     assert not (tmp_path / "out" / MANIFEST).exists()
 
 
-def test_an_encoder_actor_sizes_the_engine_pool_to_its_cpus(ray_local):
-    class Probe(Encode):
-        def threads(self) -> tuple[str | None, str]:
-            return os.environ.get(tokenizer.THREADS_ENV), self.enc.engine
+def test_an_encode_task_sizes_the_engine_pool_to_its_cpus(ray_local):
+    def probe() -> tuple[str | None, str]:
+        encoder = Encode(1, 1, [], 0.0, 0.5)
+        return os.environ.get(tokenizer.THREADS_ENV), encoder.enc.engine
 
-    actor = ray.remote(num_cpus=1)(Probe).remote(1, 1, [], 0.0, 0.5)
-    assert ray.get(actor.threads.remote()) == ("1", "fastokens")
-    ray.kill(actor)
+    assert ray.get(ray.remote(num_cpus=1)(probe).remote()) == ("1", "fastokens")
 
 
-def test_validation_split_is_packed_apart(job, corpus):
+def test_encode_tasks_send_each_document_to_the_pack_task_of_its_window(corpus):
+    work, mixed, _ = corpus
+    table = pq.read_table(work / "mixed")
+    skip = {1, 4}  # windows done before, or another round's
+    deal = parts_windows(todo_windows(7, skip), 3)
+    assert deal == [[0, 5], [2, 6], [3]]  # the windows to pack, dealt in turn to 3 pack tasks
+    parts = Encode(1234, 7, ["code"], 0.5, 0.5, skip, parts=3).encode_parts(table)
+    windows = packing_order(mixed, 1234, 30)  # the 7 windows, computed independently
+    for part, dealt in zip(parts, deal, strict=True):
+        assert sorted(part.column("id").to_pylist()) == sorted(d["id"] for w in dealt for d in windows[w])
+    whole = Encode(1234, 7, ["code"], 0.5, 0.5, skip).encode(table)
+    tokens = dict(zip(whole.column("id").to_pylist(), whole.column("tokens").to_pylist(), strict=True))
+    assert len(tokens) == sum(len(windows[w]) for w in todo_windows(7, skip))
+    for part in parts:
+        ids, ids_tokens = part.column("id").to_pylist(), part.column("tokens").to_pylist()
+        assert all(tokens[i] == t for i, t in zip(ids, ids_tokens, strict=True))
+
+
+def test_validation_split_is_packed_apart_per_source(job, corpus):
     cfg, out, manifest, _ = job
     _, mixed, valid = corpus
     assert manifest.valid == "valid"
-    order = [d for w in packing_order(valid, cfg.seed, cfg.pack.shuffle_window) for d in w]
-    assert documents(all_tokens(out / "valid")) == [d["text"] for d in order]
+    listing = read_manifest(out / "valid")
+    assert [s.source for s in listing.shards] == sorted(s.source for s in listing.shards)  # grouped
+    assert {s.source for s in listing.shards} == set(SOURCES)
+    assert all(s.file.startswith(f"{s.source}/") for s in listing.shards)
+    for source in SOURCES:
+        docs = [d for d in valid if d["source"] == source]
+        order = [d for w in packing_order(docs, cfg.seed, cfg.pack.shuffle_window) for d in w]
+        # Every row of a source's shards holds its documents only, in the documented order.
+        rows = np.concatenate(list(ShardSet(out / "valid", source=source)))
+        assert documents(rows) == [d["text"] for d in order]
+        assert listing.sources[source]["packed"]["docs"] == len(docs)
+    # A reader of the whole split (a trainer from before per-source validation) gets every document.
+    assert sorted(documents(all_tokens(out / "valid"))) == sorted(d["text"] for d in valid)
     train = set(documents(all_tokens(out)))
     assert train == {d["text"] for d in mixed if d["text"]}
     assert not {d["text"] for d in valid} & train
-    assert read_manifest(out / "valid").partial_row_tokens < cfg.pack.seq_len + 1  # padded, never dropped
+    width = cfg.pack.seq_len + 1
+    assert listing.partial_row_tokens < len(SOURCES) * width  # one padded row per source, never dropped
 
 
 def test_inspect_shows_the_manifest_in_pipeline_order(job):

@@ -63,7 +63,7 @@ def write_buckets(edges: list[tuple[int, int, int]], work: Path, buckets: int) -
 
 
 def dropped(work: Path) -> dict[int, tuple[int, str]]:
-    table = pq.read_table(work / "dedup" / "dropped.parquet").to_pylist()
+    table = pq.read_table(work / "dedup" / "dropped").to_pylist()
     return {r["node"]: (r["root"], r["reason"]) for r in table}
 
 
@@ -106,7 +106,7 @@ def test_components_resume_after_a_crash_on_ray(tmp_path):
     try:
         with pytest.raises(Crash) as crash:
             components(WorkDir(tmp_path), 5, crashing)
-        assert not (tmp_path / "dedup" / "dropped.parquet").exists()
+        assert not (tmp_path / "dedup" / "dropped").exists()
         first = len(ran)
         components(WorkDir(tmp_path), 5, recording)
     finally:

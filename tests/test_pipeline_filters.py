@@ -1,10 +1,14 @@
 """Filter rules against datatrove's implementations of the same papers, language ID, and MinHash.
 
+Words and sentences are datatrove 0.10.1's (spaCy 3.8.18's rules): the expected tokens below are
+spaCy's own output for those strings.
+
 No Ray here: these are the pure steps that the Ray stages call.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import get_args
 
@@ -32,10 +36,11 @@ from pipeline.filters import (
     GopherRepetitionFilter,
     LangIdFilter,
     build_chain,
+    run_chain,
 )
 from pipeline.mix import copies, in_valid, mixing_rates, target_shares
 from pipeline.sources import READERS
-from pipeline.text import normalize_for_dedup, split_words
+from pipeline.text import LANGUAGES, RULES_PATH, count_sentences, normalize_for_dedup, split_words, splitter
 
 SENTENCES = [
     "The village lies on the southern bank of the river and has a small harbour.",
@@ -46,6 +51,13 @@ SENTENCES = [
     "The school has about two hundred pupils, and most of them arrive by bus each morning.",
 ]
 GOOD = "\n".join(SENTENCES)
+GERMAN = (
+    "Die Stadt liegt am Ufer der Weser und hat einen kleinen Hafen mit vielen Booten. "
+    "Die Kirche wurde aus Steinen gebaut, die aus einem alten Steinbruch stammen. "
+    "Bauern bauen Gerste und Kartoffeln auf den Feldern rund um die alte Mühle an. "
+    "Eine Fähre verbindet den Hafen mit der Insel und fährt im Sommer zweimal am Tag. "
+    "Besucher kommen wegen der Wanderwege an den Klippen und wegen des frischen Fisches."
+)
 
 
 def doc(text: str, lang: str = "en") -> Doc:
@@ -91,15 +103,24 @@ def test_gopher_quality_alpha_ratio_counts_punctuation_tokens():
 def test_gopher_stop_words_are_case_sensitive_and_language_aware():
     capitalised = " ".join(w.capitalize() for w in GOOD.split())
     assert quality(capitalised) == "gopher_enough_stop_words"
-    german = (
-        "Die Stadt liegt am Ufer der Weser und hat einen kleinen Hafen mit vielen Booten. "
-        "Die Kirche wurde aus Steinen gebaut, die aus einem alten Steinbruch stammen. "
-        "Bauern bauen Gerste und Kartoffeln auf den Feldern rund um die alte Mühle an. "
-        "Eine Fähre verbindet den Hafen mit der Insel und fährt im Sommer zweimal am Tag. "
-        "Besucher kommen wegen der Wanderwege an den Klippen und wegen des frischen Fisches."
+
+    assert GopherQualityFilter(GopherQualityConfig())(doc(GERMAN, "de")).kept
+    assert not GopherQualityFilter(GopherQualityConfig())(doc(GERMAN, "en")).kept
+
+
+def test_filters_after_language_id_judge_a_dropped_document_as_the_sources_language():
+    # An English source's chain drops German text for its language; `explain` still shows what the
+    # later filters decide, with English words and stop words as datatrove's English filters would.
+    chain = build_chain(
+        FiltersConfig(langid=LangIdConfig(languages=["en"]), gopher_quality=GopherQualityConfig())
     )
-    assert GopherQualityFilter(GopherQualityConfig())(doc(german, "de")).kept
-    assert not GopherQualityFilter(GopherQualityConfig())(doc(german, "en")).kept
+    outcome = run_chain(chain, doc(GERMAN, lang=""), evaluate_all=True)
+    assert outcome.rule == "wrong_language"
+    assert outcome.decisions["gopher_quality"].rule == "gopher_enough_stop_words"
+    culturax = build_chain(
+        FiltersConfig(langid=LangIdConfig(languages=["de", "fr"]), gopher_quality=GopherQualityConfig())
+    )
+    assert run_chain(culturax, doc(GERMAN, lang=""), evaluate_all=True).kept
 
 
 def test_gopher_repetition_rules():
@@ -184,20 +205,6 @@ def test_langid_recognises_languages_and_drops_out_of_scope(lang):
     assert decision.rule == (None if decision.kept else "wrong_language")
 
 
-def test_words_keep_urls_and_split_punctuation():
-    assert split_words("See https://example.com/a. It's 3.5% off!") == [
-        "See",
-        "https://example.com/a",
-        ".",
-        "It'",
-        "s",
-        "3.5",
-        "%",
-        "off",
-        "!",
-    ]
-
-
 def test_minhash_estimates_jaccard_of_word_5grams():
     cfg = DedupConfig()
     base = " ".join(SENTENCES * 2)
@@ -270,3 +277,108 @@ def test_target_shares_and_rates_agree():
     assert {n: tokens[n] * rates[n] for n in tokens} == pytest.approx({"a": 750, "b": 250, "empty": 0})
     # Before the train tokens are counted (pack without stats.json): the configured weights.
     assert target_shares(cfg) == {"a": 0.375, "b": 0.125, "empty": 0.5}
+
+
+def test_english_words_follow_spacy_affixes_exceptions_and_urls():
+    text = "See e.g. foo.bar() and don't -- it's (#12) fine: https://x.org/a."
+    assert split_words(text) == [
+        "See", "e.g.", "foo.bar", "(", ")", "and", "do", "n't", "--", "it", "'s",
+        "(", "#", "12", ")", "fine", ":", "https://x.org/a", ".",
+    ]  # fmt: skip
+
+
+def test_words_use_the_documents_language():
+    french = "Je l'ai vu aujourd'hui, c'est-à-dire porte-monnaie."
+    assert split_words(french, "fr") == [
+        "Je", "l'", "ai", "vu", "aujourd'hui", ",", "c'", "est", "-", "à", "-", "dire", "porte-monnaie", ".",
+    ]  # fmt: skip
+    assert "porte-monnaie" not in split_words(french, "en")
+    assert split_words("Nell'anno dell'Italia c'era", "it") == [
+        "Nell'",
+        "anno",
+        "dell'",
+        "Italia",
+        "c'",
+        "era",
+    ]
+    assert split_words("Die Kosten, z.B. für Strom, steigen um 5%.", "de") == [
+        "Die", "Kosten", ",", "z.B.", "für", "Strom", ",", "steigen", "um", "5", "%", ".",
+    ]  # fmt: skip
+    # A language without rules of its own gets English's, as datatrove's default.
+    assert split_words("don't", "sv") == split_words("don't", "en") == ["do", "n't"]
+
+
+def test_sentences_follow_spacy_sentencizer():
+    # Abbreviations are one token, so their periods end nothing; "..." is not sentence punctuation.
+    assert count_sentences("See e.g. the U.S. rules. Then go.") == 2
+    assert count_sentences("Wait... what? Yes!! No") == 3
+    # An infix period between a lowercase and an uppercase letter splits the word and the sentence.
+    assert count_sentences("It ended.Next came more") == 2
+    assert count_sentences("(Done.) Next one") == 2
+    assert count_sentences("") == 0
+
+
+def test_c4_counts_sentences_like_spacy():
+    # Five lines of one sentence each, two of them with abbreviations a period regex would split on.
+    lines = [*SENTENCES[:3], "The mill, e.g. the old one, is a museum.", "The U.S. visitors come in May."]
+    assert C4QualityFilter(C4Config(min_num_sentences=6))(doc("\n".join(lines))).rule == "too_few_sentences"
+    assert C4QualityFilter(C4Config(min_num_sentences=5))(doc("\n".join(lines))).kept
+
+
+def test_symbol_words_include_sentence_terminals():
+    # "‼" is punctuation to datatrove (its sentence terminals), so it is not a word of the 50 needed.
+    words = " ".join(GOOD.split()[:49])
+    assert GopherQualityFilter(GopherQualityConfig())(doc(words + " the and ‼")).kept
+    assert GopherQualityFilter(GopherQualityConfig())(doc(" ".join(GOOD.split()[:48]) + " ‼ the")).rule == (
+        "gopher_short_doc"
+    )
+
+
+def test_alpha_ratio_counts_spacy_tokens():
+    # spaCy keeps "foo.bar" and "e.g." whole: a changelog line of dotted names stays alphabetic.
+    entries = "\n".join(
+        f"Fixed module{i}.handler() and the cache.store e.g. in v{i}.0 with care" for i in range(8)
+    )
+    d = Doc("t/1", entries, "test", lang="en")
+    alpha = sum(any(c.isalpha() for c in w) for w in d.words) / len(d.words)
+    assert alpha >= 0.8
+    assert GopherQualityFilter(GopherQualityConfig())(d).rule != "gopher_below_alpha_threshold"
+
+
+def test_zero_threshold_turns_a_rule_off_as_in_datatrove():
+    repeated = GOOD + "\n" + "\n".join([SENTENCES[0]] * 4)
+    assert GopherRepetitionFilter(GopherRepetitionConfig())(doc(repeated)).rule == "dup_line_frac"
+    off = GopherRepetitionConfig(dup_line_frac=0, dup_line_char_frac=0, dup_para_frac=0, dup_para_char_frac=0)
+    # The text still repeats its 5-grams; only the line and paragraph rules are off.
+    assert GopherRepetitionFilter(off)(doc(repeated)).rule == "duplicated_5_n_grams"
+    bullets = "\n".join(f"- {s}" for s in SENTENCES * 2)
+    assert GopherQualityFilter(GopherQualityConfig())(doc(bullets)).rule == "gopher_too_many_bullets"
+    assert GopherQualityFilter(GopherQualityConfig(max_bullet_lines_ratio=0))(doc(bullets)).kept
+
+
+def test_culturax_languages_use_fineweb2_stop_words():
+    # "ist", "zu" and "nicht" are frequent German words but not FineWeb-2's stop words; "die" and "für" are.
+    body = " ".join(["Haus", "Garten", "Strasse", "Fenster", "Dach"] * 10)
+    assert GopherQualityFilter(GopherQualityConfig())(doc(body + " ist zu nicht", "de")).rule == (
+        "gopher_enough_stop_words"
+    )
+    assert GopherQualityFilter(GopherQualityConfig())(doc(body + " die für", "de")).kept
+
+
+def test_rules_file_covers_every_language_from_one_spacy():
+    rules = json.loads(gzip.decompress(RULES_PATH.read_bytes()))
+    assert set(rules["languages"]) == set(LANGUAGES)
+    assert f"spacy=={rules['spacy']}" in rules["pins"]
+
+
+def test_word_shortcuts_agree_with_the_full_rules():
+    # Plain words (and a word with one closing mark) skip the affix rules; on every chunk of the sample
+    # corpus, in every language's rules, the shortcut gives what the rules give.
+    from harness.sample import sample_texts
+
+    chunks = {c for source, text in sample_texts() if source != "starcoder" for c in text.split()}
+    for lang in LANGUAGES:
+        rules = splitter(lang)
+        short = {c: rules._simple_tokens(c) for c in chunks}
+        assert sum(t is not None for t in short.values()) > len(chunks) / 2
+        assert {c: t for c, t in short.items() if t is not None and t != rules.chunk_tokens(c)} == {}

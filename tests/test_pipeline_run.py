@@ -1,5 +1,5 @@
-"""The pipeline end to end on local Ray: the bundled sample with its planted cases, dedup, mixing,
-bad input, a killed and resumed run, and the explain CLI."""
+"""The pipeline end to end on local Ray: the bundled sample with its planted cases, dedup,
+decontamination, mixing, bad input, a killed and resumed run, and the explain CLI."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -53,12 +54,15 @@ def rows(work: Path, folder: str, columns: list[str]) -> list[dict]:
 
 
 def fates(work: Path) -> dict[str, tuple[str, str | None, str | None]]:
-    """Where every document ended up: kept, dropped by a filter, excluded, bad input, or duplicate."""
+    """Where every document ended up: kept, dropped by a filter, excluded, bad input, duplicate, or
+    contaminated (sharing an n-gram with an eval task: the rule is the task)."""
     fate = {r["id"]: ("kept", None, None) for r in rows(work, "train", ["id"]) + rows(work, "valid", ["id"])}
     for r in rows(work, "rejects", ["id", "reason", "rule"]):
         fate[r["id"]] = ("excluded" if r["reason"] == "exclude" else "dropped", r["reason"], r["rule"])
     fate.update({r["id"]: ("bad", r["reason"], None) for r in rows(work, "bad", ["id", "reason"])})
     fate.update({r["id"]: ("duplicate", r["reason"], None) for r in rows(work, "dups", ["id", "reason"])})
+    contaminated = rows(work, "contaminated", ["id", "reason", "rule"])
+    fate.update({r["id"]: ("contaminated", r["reason"], r["rule"]) for r in contaminated})
     return fate
 
 
@@ -96,6 +100,30 @@ def test_outputs_split_and_report(sample_run):
 
 
 @pytest.mark.slow
+def test_planted_eval_pages_are_removed_and_look_alikes_kept(sample_run):
+    """Pages quoting a bundled eval item are removed from training, their clean look-alikes are not,
+    and the report counts the removed ones per source and task."""
+    labels = [json.loads(line) for line in LABELS.read_text().splitlines()]
+    planted = {x["id"]: x["reason"] for x in labels if x["expected"] == "contaminated"}
+    assert len(planted) >= 28
+    contaminated = {r["id"]: r["rule"] for r in rows(sample_run, "contaminated", ["id", "rule"])}
+    removed = [i for i in planted if i in contaminated]
+    assert len(removed) >= 0.99 * len(planted)
+    assert all(contaminated[i] == planted[i] for i in removed)
+    clean_removed = set(contaminated) - set(planted)
+    train = rows(sample_run, "train", ["id"])
+    assert len(clean_removed) <= 0.001 * len(train), clean_removed
+    stats = json.loads((sample_run / "stats.json").read_text())
+    counted = {(n, t): c for n, s in stats["sources"].items() for t, c in s["contaminated"].items()}
+    found = Counter((i.split("/")[0], task) for i, task in contaminated.items())
+    assert counted == dict(found)
+    assert stats["decontam"]["ngram"] == 13 and stats["decontam"]["missing_tasks"] == []
+    assert "stablelm2_gen_de" in (sample_run / "report.md").read_text()
+    mixed = {r["id"].split("~")[0] for r in rows(sample_run, "mixed", ["id"])}
+    assert not mixed & set(contaminated)
+
+
+@pytest.mark.slow
 def test_mixture_achieves_its_targets(sample_run):
     stats = json.loads((sample_run / "stats.json").read_text())
     for name, m in stats["mixture"].items():
@@ -124,7 +152,7 @@ def test_dedup_stages_are_partition_independent(tmp_path):
             bucket_partition(j, work)
         components(work)
         dedup = Path(cfg.work_dir) / "dedup"
-        results.append(pq.read_table(dedup / "dropped.parquet").sort_by("node").to_pylist())
+        results.append(pq.read_table(dedup / "dropped").sort_by("node").to_pylist())
         for f in dedup.rglob("*.parquet"):
             f.unlink()
     assert results[0] == results[1]
@@ -143,7 +171,7 @@ def test_components_link_chains_to_their_smallest_node(tmp_path):
     edges = pa.table({"node": node, "root": root, "kind": [1] * len(node)}, schema=EDGE_SCHEMA)
     write_table(WorkDir(tmp_path).edges(0), edges)
     components(WorkDir(tmp_path))
-    dropped = pq.read_table(tmp_path / "dedup" / "dropped.parquet").to_pylist()
+    dropped = pq.read_table(tmp_path / "dedup" / "dropped").to_pylist()
     assert {r["node"]: r["root"] for r in dropped} == {**{n: 10 for n in range(11, 51)}, 7: 3}
     assert {r["reason"] for r in dropped} == {"near_dup"}
 
@@ -213,7 +241,7 @@ def test_killed_run_resumes_to_the_same_output(ray_local, sample_run, tmp_path):
     assert not (work / "_SUCCESS.json").exists()
 
     resumed = run(sample_config(work))
-    for folder in ("mixed", "valid", "rejects", "bad", "dups"):
+    for folder in ("mixed", "valid", "rejects", "bad", "dups", "contaminated"):
         names = sorted(f.name for f in (sample_run / folder).glob("*.parquet"))
         assert names == sorted(f.name for f in (resumed / folder).glob("*.parquet")), folder
         for name in names:

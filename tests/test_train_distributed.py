@@ -1,5 +1,5 @@
-"""Two data-parallel processes on one CPU (torchrun, gloo) train exactly like one process, and a
-checkpoint they saved resumes exactly in one process."""
+"""Two data-parallel processes on one CPU (torchrun, gloo) train, validate per source and evaluate
+lm-eval tasks exactly like one process, and a checkpoint they saved resumes exactly in one process."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import sys
 import pytest
 import yaml
 from mlflow import MlflowClient
-from test_train import micro_config, write_shards
+from test_train import micro_config, token_rows, write_shard_folder
+from test_validation import write_valid_by_source
 
 from training import checkpoint
 from training.model import flops_per_token
@@ -24,11 +25,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_two_processes_match_one_log_one_run_and_resume_in_one(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    shards = write_shards(tmp_path / "shards", rows=32, valid_rows=4)
+    table = token_rows(40)
+    shards = write_shard_folder(tmp_path / "shards", table[:32], valid="valid")
+    write_valid_by_source(shards / "valid", {"code": table[32:36], "more": table[36:]})
     # fp32 (micro_config's), so that one process with 2 rows per micro-batch and two with 1 row each agree
     # closely.
     common = {"schedule": {"warmup_steps": 1, "total_steps": 4}, "log": {"peak_flops": 1e12}}
-    two = micro_config(tmp_path / "two", shards, batch={"micro_batch": 1}, **common)
+    suite = tmp_path / "suite.yaml"  # a multiple-choice task and a 3-shot generation task
+    suite.write_text(yaml.safe_dump({"tasks": {"stablelm2_cloze_en": None, "stablelm2_gen_en": None}}))
+    evals = {"suite": str(suite), "tasks_interval": 4, "limit": 6}
+    two = micro_config(tmp_path / "two", shards, batch={"micro_batch": 1}, eval=evals, **common)
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(two.model_dump(mode="json")))
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
@@ -51,8 +57,16 @@ def test_two_processes_match_one_log_one_run_and_resume_in_one(tmp_path, monkeyp
     expected_mfu = flops_per_token(two.model, two.data.seq_len) * per_device / 1e12
     assert run.data.metrics["mfu"] == pytest.approx(expected_mfu)
 
-    one = Trainer(micro_config(tmp_path / "one", shards, batch={"micro_batch": 2}, **common)).fit()
+    one_cfg = micro_config(tmp_path / "one", shards, batch={"micro_batch": 2}, eval=evals, **common)
+    one = Trainer(one_cfg).fit()
     assert two_losses == pytest.approx([r.loss for r in one.history], rel=1e-5)
+    # Validation per source and the tasks: each rank scored its share, the sums and results were gathered.
+    (one_run,) = client.search_runs([client.get_experiment_by_name(one_cfg.log.experiment).experiment_id])
+    evaluated = {k: v for k, v in one_run.data.metrics.items() if k.startswith(("val", "eval/"))}
+    assert {"val/code/bpb", "val/more/loss", "val_bpb", "eval/stablelm2_gen_en/exact_match"} <= set(evaluated)
+    assert {k: run.data.metrics[k] for k in evaluated} == pytest.approx(evaluated, rel=1e-4)
+    assert one.task_evals[4] == {k: v for k, v in evaluated.items() if k.startswith("eval/")}
+    assert 0 < run.data.metrics["time_share/tasks"] < 1 and one.seconds["tasks"] > 0
 
     # The two-process checkpoint of step 2, resumed by one process (ZeRO state resharded through
     # DeepSpeed's universal format), trains steps 3 and 4 exactly like the one-process run.

@@ -136,7 +136,7 @@ class Arcade100k:
         self._engine = select_engine(
             engine,
             TiktokenEngine(self.encoding),
-            functools.partial(_build_fastokens, ranks),
+            lambda: _build_fastokens(self.ranks_file_bytes),
             frozenset(SPECIAL_TOKENS),
         )
 
@@ -153,9 +153,11 @@ class Arcade100k:
         """Encode as the data pipeline does: special-token text is plain text, never a special id."""
         return self._engine.encode_ordinary(text)
 
-    def encode_ordinary_numpy(self, text: str) -> np.ndarray:
-        """`encode_ordinary` as a read-only int32 array, without a Python int per token (data packing)."""
-        return self._engine.encode_ordinary_numpy(text)
+    def encode_ordinary_flat(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`encode_ordinary` of every text, without a Python int per token (data packing): the ids of
+        all as one int32 array, and the int64 offsets (one more than texts) where each
+        text's ids start and end. With fastokens the texts are encoded on its pool (`encode_batch`)."""
+        return self._engine.encode_ordinary_flat(list(texts))
 
     def encode(self, text: str, allowed_special: Literal["all"] | Collection[str] = ()) -> list[int]:
         """Encode, turning the named special tokens (or "all") into their ids.
@@ -183,10 +185,16 @@ class Arcade100k:
         return self.encoding.decode_bytes(list(ids))
 
     @functools.cached_property
+    def ranks_file_bytes(self) -> bytes:
+        """The ranks as an `arcade100k.tiktoken` file, made once: fastokens loads it and the
+        fingerprint hashes it."""
+        return tiktoken_file_bytes(self.ranks)
+
+    @functools.cached_property
     def fingerprint(self) -> str:
         """sha256 over ranks, pattern and special tokens: equal fingerprints encode identically."""
         h = hashlib.sha256()
-        h.update(tiktoken_file_bytes(self.ranks))
+        h.update(self.ranks_file_bytes)
         h.update(json.dumps({"pat_str": PAT_STR, "special_tokens": SPECIAL_TOKENS}, sort_keys=True).encode())
         return h.hexdigest()
 
@@ -208,7 +216,7 @@ class Arcade100k:
 
     def save(self, path: str | Path) -> Path:
         """Write the ranks as an `arcade100k.tiktoken` file, which `load(path)` reads back."""
-        return write_bytes(path, tiktoken_file_bytes(self.ranks))
+        return write_bytes(path, self.ranks_file_bytes)
 
 
 def tiktoken_file_bytes(ranks: dict[bytes, int]) -> bytes:
@@ -216,11 +224,11 @@ def tiktoken_file_bytes(ranks: dict[bytes, int]) -> bytes:
     return b"\n".join(sorted(lines, key=lambda line: int(line.rsplit(b" ", 1)[1]))) + b"\n"
 
 
-def _build_fastokens(ranks: dict[bytes, int]) -> FastokensEngine:
+def _build_fastokens(ranks_file_bytes: bytes) -> FastokensEngine:
     """fastokens on exactly the validated ranks that tiktoken got, whatever else the file held."""
     with tempfile.TemporaryDirectory(prefix="arcade100k-") as tmp:
         ranks_file = Path(tmp) / "arcade100k.tiktoken"
-        ranks_file.write_bytes(tiktoken_file_bytes(ranks))
+        ranks_file.write_bytes(ranks_file_bytes)
         return FastokensEngine(ranks_file, PAT_STR, SPECIAL_TOKENS)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -98,11 +99,29 @@ def export_checkpoint(path: Path, out_dir: Path, dtype: str = "auto") -> int:
     """Write the checkpoint `path` names as a Hugging Face folder, its weights in `dtype` (auto: the
     precision the run trained in, which its config.json holds resolved)."""
     folder = checkpoint.resolve(path)
-    cfg = TrainConfig.model_validate(checkpoint.read(folder).config)
+    saved = checkpoint.read(folder)
+    cfg = TrainConfig.model_validate(saved.config)
     precision = resolve_precision(cfg.precision if dtype == "auto" else dtype, torch.device("cpu"))
-    save_hf(checkpoint.model_state_dict(folder), cfg.model, out_dir, dtype=precision.dtype)
-    print(f"exported {folder} ({precision.name}) to {out_dir}")
+    run = training_run(saved, cfg)
+    save_hf(checkpoint.model_state_dict(folder), cfg.model, out_dir, dtype=precision.dtype, training_run=run)
+    print(f"exported {folder} ({precision.name}) to {out_dir} (MLflow run {run['mlflow_run_id']})")
     return 0
+
+
+def training_run(saved: checkpoint.Saved, cfg: TrainConfig) -> dict[str, Any]:
+    """What an export's training_run.json holds: the MLflow run, experiment and store that logged the
+    training, the data manifest hash, the tokenizer fingerprint and the step (null where an older
+    checkpoint lacks one)."""
+    state = saved.state
+    return {
+        "mlflow_run_id": state.get("mlflow_run_id"),
+        "experiment": cfg.log.experiment,
+        "tracking_uri": state.get("mlflow_tracking_uri"),
+        "data_manifest_sha256": state.get("data_manifest_sha256"),
+        "tokenizer_fingerprint": state.get("tokenizer_fingerprint"),
+        "step": saved.step,
+        "checkpoint": str(saved.folder.resolve()),
+    }
 
 
 if __name__ == "__main__":

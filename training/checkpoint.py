@@ -2,8 +2,8 @@
 
 A checkpoint is `<dir>/step_00001000/`:
 
-- DeepSpeed's files (`engine.save_checkpoint`): the module weights and one optimizer file per
-  data-parallel rank;
+- DeepSpeed's files (`engine.save_checkpoint`): the module weights (one file per tensor-parallel
+  rank, `mp_rank_<t>`, each holding its shards) and one optimizer file per rank;
 - `trainer.json`: the trainer's state (step, loader position, MLflow run id, the sha256 of the data's
   manifest, the tokenizer fingerprint, ...);
 - `config.json`: the TrainConfig it trained with, precision resolved (bf16 or fp32), readable without
@@ -20,7 +20,8 @@ sha256 at ~0.5 GB/s per core would add ~50 s to every save of the 1.6B run (23 G
 ZeRO partitions the optimizer state by data-parallel rank, so DeepSpeed loads a checkpoint only at the
 world size that saved it. A resume on another number of ranks first converts the checkpoint to
 DeepSpeed's universal format (one folder per parameter, `<dir>/universal/<tag>`), which any world
-size loads; the conversion is removed once loaded.
+size loads; the conversion is removed once loaded. A checkpoint saved under tensor parallelism
+resumes under the same layout only (`saved_layout`); its weights are gathered whole for an export.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from common.files import (
     write_json,
     write_text,
 )
+from training.model import tensor_parallel_dim
 
 __all__ = [
     "CheckpointError",
@@ -63,6 +65,7 @@ __all__ = [
     "record_files",
     "resolve",
     "save",
+    "saved_layout",
     "saved_world_size",
     "tag_for",
     "why_incomplete",
@@ -73,6 +76,7 @@ STATE_FILE = "trainer.json"
 MANIFEST = "manifest.json"
 LATEST = "latest"
 MODEL_STATES = "mp_rank_00_model_states.pt"  # DeepSpeed's name with no model parallelism
+TENSOR_PARALLEL_STATES = "mp_rank_*_model_states.pt"  # one per tensor-parallel rank
 OPTIMIZER_STATES = "*zero_pp_rank_*_mp_rank_00_optim_states.pt"  # one per data-parallel rank
 TAG = re.compile(r"step_(\d{8})")
 UNIVERSAL = "universal"
@@ -219,6 +223,11 @@ def saved_world_size(folder: Path) -> int:
     return len(list(Path(folder).glob(OPTIMIZER_STATES)))
 
 
+def saved_layout(folder: Path) -> tuple[int, int]:
+    """(tensor-parallel, data-parallel) ranks that saved the checkpoint `folder`."""
+    return len(list(Path(folder).glob(TENSOR_PARALLEL_STATES))), saved_world_size(folder)
+
+
 def load(engine: Any, saved: Saved) -> None:
     """Restore the checkpoint `saved` into `engine`, and this rank's RNG states.
 
@@ -280,9 +289,19 @@ def prune(root: Path, keep_last: int) -> None:
 
 def model_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     """The module weights of the checkpoint `folder`: the ones the forward pass used (bf16 in a bf16 run,
-    whose fp32 master weights are these before rounding; fp32 in an fp32 run), with the model's names."""
-    states = torch.load(Path(folder) / MODEL_STATES, map_location="cpu", weights_only=False)
-    return states["module"]
+    whose fp32 master weights are these before rounding; fp32 in an fp32 run), with the model's names;
+    the tensor-parallel ranks' shards joined."""
+    files = sorted(Path(folder).glob(TENSOR_PARALLEL_STATES))  # mp_rank_00, 01, ...: in rank order
+    if not files:
+        raise CheckpointError(f"{folder}: no {MODEL_STATES}")
+    shards = [torch.load(path, map_location="cpu", weights_only=False)["module"] for path in files]
+    return {name: _join(name, [shard[name] for shard in shards]) for name in shards[0]}
+
+
+def _join(name: str, shards: list[torch.Tensor]) -> torch.Tensor:
+    """The parameter `name` from its tensor-parallel shards (one, unsharded, is itself)."""
+    dim = tensor_parallel_dim(name)
+    return shards[0] if dim is None or len(shards) == 1 else torch.cat(shards, dim=dim)
 
 
 def _tags(root: Path) -> list[str]:

@@ -19,6 +19,7 @@ __all__ = [
     "EvalConfig",
     "LogConfig",
     "OptimConfig",
+    "ParallelConfig",
     "ScheduleConfig",
     "TrainConfig",
     "load",
@@ -103,9 +104,19 @@ class CheckpointConfig(Config):
 
 
 class EvalConfig(Config):
+    """Validation loss every `interval` steps, and lm-eval tasks every `tasks_interval` steps."""
+
     interval: int = Field(100, gt=0)
-    # Micro-batches per data-parallel rank and evaluation.
+    # Micro-batches per data-parallel rank, source of the validation split and evaluation.
     batches: int = Field(8, gt=0)
+    # lm-eval tasks run on the model in training (evaluation.in_loop): a suite in configs/eval
+    # (bundled, card) or a suite file; None runs none. Also run after the last step.
+    suite: str | None = None
+    tasks_interval: int = Field(1000, gt=0)
+    # Documents per task and evaluation (None: all of them).
+    limit: int | None = Field(None, gt=0)
+    # Requests per forward of the tasks' model.
+    tasks_batch_size: int = Field(16, gt=0)
 
 
 class LogConfig(Config):
@@ -114,6 +125,14 @@ class LogConfig(Config):
     run_name: str | None = None
     # Peak FLOP/s of one device for MFU; None means the table in training.utilization (no MFU on CPU).
     peak_flops: float | None = None
+
+
+class ParallelConfig(Config):
+    """How the ranks split the work: `tensor` ranks (consecutive ones) share each replica of the
+    model, Megatron-style (training.parallel); the world size over `tensor` is the data-parallel size,
+    over which ZeRO-1 partitions the optimizer state."""
+
+    tensor: int = Field(1, gt=0)
 
 
 class TrainConfig(Config):
@@ -133,6 +152,7 @@ class TrainConfig(Config):
     # The key `precision` replaced; present only to say so (never part of a dumped config).
     bf16: Any = Field(None, exclude=True)
     activation_checkpointing: bool = False
+    parallel: ParallelConfig = ParallelConfig()
     # Non-finite steps in a row (each one skipped) before the run aborts.
     max_nonfinite_in_row: int = Field(5, gt=0)
 
@@ -151,6 +171,15 @@ class TrainConfig(Config):
                 f"samples of {self.data.train_len} tokens exceed model.max_position_embeddings "
                 f"{self.model.max_position_embeddings}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _model_splits_over_tensor_ranks(self) -> TrainConfig:
+        tp, m = self.parallel.tensor, self.model
+        sizes = {"model.num_heads": m.num_heads, "model.intermediate_size": m.intermediate_size}
+        sizes["model.vocab_size"] = m.vocab_size
+        if uneven := [f"{key} {size}" for key, size in sizes.items() if size % tp]:
+            raise ValueError(f"parallel.tensor {tp} must divide {', '.join(uneven)}")
         return self
 
 

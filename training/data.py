@@ -19,14 +19,18 @@ import pyarrow.compute as pc
 import torch
 
 import tokenizer
-from pipeline.shards import COLUMN, ShardError, ShardSet
+from pipeline.shards import COLUMN, ShardError, ShardSet, read_manifest
+from training.validation import ALL
 
 __all__ = ["ShardLoader", "check_token_ids", "open_shards", "open_valid_shards"]
 
 
-def open_shards(folder: Path, seq_len: int, vocab_size: int, verify_checksums: bool = True) -> ShardSet:
-    """The shards in `folder`, checked against the model and the tokenizer before any step runs; with
-    `verify_checksums`, which reads every shard anyway, every token id is checked too."""
+def open_shards(
+    folder: Path, seq_len: int, vocab_size: int, verify_checksums: bool = True, source: str | None = None
+) -> ShardSet:
+    """The shards in `folder` (of `source` only, if given), checked against the model and the tokenizer
+    before any step runs; with `verify_checksums`, which reads every shard anyway, every token id is
+    checked too."""
     enc = tokenizer.load()
     shards = ShardSet(
         folder,
@@ -34,6 +38,7 @@ def open_shards(folder: Path, seq_len: int, vocab_size: int, verify_checksums: b
         expect_seq_len=seq_len,
         expect_tokenizer=enc.fingerprint,
         expect_vocab=vocab_size,
+        source=source,
     )
     if shards.manifest.tokenizer.eot_id != enc.eot_id:
         raise ShardError(
@@ -52,7 +57,7 @@ def check_token_ids(shards: ShardSet, vocab_size: int) -> None:
     embedding lookup would fail on them mid-run with an IndexError. One vectorised min/max per
     memory-mapped shard finds them first; the row is looked up only for a bad shard.
     """
-    for info in shards.manifest.shards:
+    for info in shards.infos:
         path = shards.folder / info.file
         column = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all().column(COLUMN)
         ids = pc.list_flatten(column)
@@ -68,11 +73,19 @@ def check_token_ids(shards: ShardSet, vocab_size: int) -> None:
         )
 
 
-def open_valid_shards(train: ShardSet, vocab_size: int, verify_checksums: bool = True) -> ShardSet | None:
-    """The validation split that the training manifest names, or None if it names none."""
+def open_valid_shards(train: ShardSet, vocab_size: int, verify_checksums: bool = True) -> dict[str, ShardSet]:
+    """The validation split that the training manifest names, per source (in name order); a split
+    whose shards do not all name their source is one source, `all`. Empty if the manifest names none."""
     if train.manifest.valid is None:
-        return None
-    return open_shards(train.folder / train.manifest.valid, train.seq_len, vocab_size, verify_checksums)
+        return {}
+    folder = train.folder / train.manifest.valid
+    sources = {info.source for info in read_manifest(folder).shards}
+    if None in sources:
+        return {ALL: open_shards(folder, train.seq_len, vocab_size, verify_checksums)}
+    return {
+        source: open_shards(folder, train.seq_len, vocab_size, verify_checksums, source)
+        for source in sorted(sources)
+    }
 
 
 class ShardLoader:

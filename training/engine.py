@@ -8,26 +8,27 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from common.precision import Precision
 from training.config import TrainConfig
 from training.distributed import deepspeed
 from training.model import StableLM
+from training.parallel import autotp_config, init_layout, shard_embedding, shard_vocab
 from training.schedule import lr_at
 
 __all__ = ["build_engine", "deepspeed_config", "lm_loss", "param_groups"]
 
 
 def deepspeed_config(
-    cfg: TrainConfig, world_size: int, precision: Precision, load_universal: bool = False
+    cfg: TrainConfig, data_parallel: int, precision: Precision, load_universal: bool = False
 ) -> dict[str, Any]:
-    """DeepSpeed's config for `cfg` in the resolved `precision`: bf16 runs DeepSpeed's BF16_Optimizer
-    (bf16 weights, fp32 master copy); fp32 runs plain ZeRO-1 on fp32 weights."""
-    return {
+    """DeepSpeed's config for `cfg` over `data_parallel` replicas in the resolved `precision`: bf16
+    runs DeepSpeed's BF16_Optimizer (bf16 weights, fp32 master copy); fp32 runs plain ZeRO-1 on fp32
+    weights. `parallel.tensor` > 1 adds AutoTP (training.parallel)."""
+    config = {
         "train_micro_batch_size_per_gpu": cfg.batch.micro_batch,
         "gradient_accumulation_steps": cfg.batch.grad_accum,
-        "train_batch_size": cfg.batch.micro_batch * cfg.batch.grad_accum * world_size,
+        "train_batch_size": cfg.batch.micro_batch * cfg.batch.grad_accum * data_parallel,
         "gradient_clipping": cfg.optim.grad_clip,
         "zero_optimization": {"stage": 1},
         # check_grad_overflow: skip (and report) a step whose gradients are not finite.
@@ -39,6 +40,9 @@ def deepspeed_config(
         # A checkpoint from another world size is loaded in DeepSpeed's universal format.
         "checkpoint": {"load_universal": load_universal},
     }
+    if cfg.parallel.tensor > 1:
+        config["tensor_parallel"] = autotp_config(cfg.parallel.tensor)
+    return config
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -51,8 +55,12 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 def build_engine(
     model: StableLM, cfg: TrainConfig, precision: Precision, load_universal: bool = False
 ) -> tuple[Any, Any]:
-    """(engine, optimizer): `model` under DeepSpeed in `precision` with AdamW at the schedule's first lr;
-    with `load_universal`, for loading a checkpoint saved at another world size (`checkpoint.load`)."""
+    """(engine, optimizer): `model` under DeepSpeed in `precision` with AdamW at the schedule's first lr,
+    split over `parallel.tensor` ranks; with `load_universal`, for loading a checkpoint saved at another
+    world size (`checkpoint.load`)."""
+    layout = init_layout(cfg.parallel.tensor)
+    if layout.tensor > 1:
+        shard_embedding(model)
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.optim.weight_decay),
         lr=lr_at(0, cfg.optim, cfg.schedule),
@@ -60,8 +68,12 @@ def build_engine(
         eps=cfg.optim.eps,
         fused=True,  # one kernel per step on CUDA and on CPU (7x faster there than foreach)
     )
-    config = deepspeed_config(cfg, dist.get_world_size(), precision, load_universal)
-    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+    config = deepspeed_config(cfg, layout.data, precision, load_universal)
+    # mpu: DeepSpeed's own groups of the mesh, so that the batch and ZeRO-1 count data-parallel ranks.
+    mpu = deepspeed.utils.groups if layout.tensor > 1 else None
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config, mpu=mpu)
+    if layout.tensor > 1:
+        shard_vocab(model)
     return engine, optimizer
 
 

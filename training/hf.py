@@ -22,9 +22,19 @@ from common.files import replace_folder, temporary_path, write_json
 from tokenizer.hf import export_hf
 from training.model import ModelConfig, StableLM
 
-__all__ = ["HFFormatError", "hf_config", "load_hf", "model_config_from_hf", "read_model_config", "save_hf"]
+__all__ = [
+    "TRAINING_RUN",
+    "HFFormatError",
+    "hf_config",
+    "load_hf",
+    "model_config_from_hf",
+    "read_model_config",
+    "save_hf",
+]
 
 ARCHITECTURE = "StableLmForCausalLM"
+# What names the run an export comes from (its MLflow run, data and tokenizer, step); see save_hf.
+TRAINING_RUN = "training_run.json"
 # Older exports saved the rotary frequencies, which we recompute; nothing else may be left over.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -110,16 +120,23 @@ def read_model_config(folder: Path) -> ModelConfig:
 
 
 def save_hf(
-    state_dict: dict[str, torch.Tensor], cfg: ModelConfig, folder: Path, dtype: torch.dtype = torch.bfloat16
+    state_dict: dict[str, torch.Tensor],
+    cfg: ModelConfig,
+    folder: Path,
+    dtype: torch.dtype = torch.bfloat16,
+    training_run: dict[str, Any] | None = None,
 ) -> None:
     """Write `state_dict` as a Hugging Face folder, atomically: built beside it under a temporary name,
-    then put in its place, so a reader never sees half an export."""
+    then put in its place, so a reader never sees half an export. `training_run` goes in as
+    TRAINING_RUN."""
     folder = Path(folder)
     check_state_dict(state_dict, cfg)
     tmp = temporary_path(folder)
     tmp.mkdir(parents=True)
     try:
         _write_export(tmp, state_dict, cfg, dtype)
+        if training_run is not None:
+            write_json(tmp / TRAINING_RUN, training_run, sort_keys=True)
         replace_folder(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only left when writing failed

@@ -12,6 +12,7 @@ token attends across it (Stability's `reset_position_ids` and `reset_attention_m
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,16 +22,25 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from common.config import Config
-from training.loss import linear_cross_entropy
+from training.loss import VocabShard, linear_cross_entropy
 
 try:  # flash-attn exists only on CUDA machines that installed the `gpu` extra
     from flash_attn import flash_attn_func, flash_attn_varlen_func
 except ImportError:
     flash_attn_func = flash_attn_varlen_func = None
 
-__all__ = ["ModelConfig", "StableLM", "flops_per_token"]
+__all__ = ["ModelConfig", "StableLM", "flops_per_token", "tensor_parallel_dim"]
 
 FLASH_DTYPES = (torch.float16, torch.bfloat16)
+
+# Megatron's split of this architecture over a tensor-parallel group, by parameter name: whole heads
+# of q/k/v (with their biases) and of the SwiGLU's gate/up are column-parallel (dim 0, the outputs),
+# o_proj and down_proj row-parallel (dim 1, the inputs), so each block needs one all-reduce in
+# attention and one in the MLP; the embedding and lm_head split their vocabulary rows (dim 0).
+# Norms are replicated.
+COLUMN_PARALLEL = (r".*\.[qkv]_proj\.(weight|bias)$", r".*\.(gate|up)_proj\.weight$")
+ROW_PARALLEL = (r".*\.(o|down)_proj\.weight$",)
+VOCAB_PARALLEL = (r"^model\.embed_tokens\.weight$", r"^lm_head\.weight$")
 
 
 class ModelConfig(Config):
@@ -129,17 +139,18 @@ def document_layout(positions: torch.Tensor, flash: bool) -> Layout:
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
+        self.head_dim = cfg.head_dim
         self.q_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.use_qkv_bias)
         self.k_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.use_qkv_bias)
         self.v_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.use_qkv_bias)
         self.o_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: Layout) -> torch.Tensor:
-        B, T, C = x.shape
-        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(B, T, self.num_heads, self.head_dim)
-        v = self.v_proj(x).view(B, T, self.num_heads, self.head_dim)
+        B, T, _ = x.shape
+        # -1 heads: under tensor parallelism the projections hold this rank's heads only.
+        q = self.q_proj(x).view(B, T, -1, self.head_dim)
+        k = self.k_proj(x).view(B, T, -1, self.head_dim)
+        v = self.v_proj(x).view(B, T, -1, self.head_dim)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if layout.flash:
             y = flash_attention(q, k, v, layout)
@@ -147,7 +158,7 @@ class Attention(nn.Module):
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask, is_causal=layout.mask is None)
             y = y.transpose(1, 2)
-        return self.o_proj(y.reshape(B, T, C))
+        return self.o_proj(y.reshape(B, T, -1))
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Layout) -> torch.Tensor:
@@ -206,6 +217,8 @@ class StableLM(nn.Module):
             )
         self.cfg = cfg
         self.activation_checkpointing = False
+        # Set by training.parallel when lm_head holds one tensor-parallel rank's vocabulary rows.
+        self.vocab_shard: VocabShard | None = None
         # The ModuleDict under `model` gives the Hugging Face names: model.embed_tokens, model.layers.N, ...
         self.model = nn.ModuleDict(
             dict(
@@ -243,8 +256,10 @@ class StableLM(nn.Module):
         eot_id is given."""
         x = self.model.norm(self.hidden_states(input_ids, eot_id))
         if targets is None:
+            if self.vocab_shard is not None:
+                raise RuntimeError("a tensor-parallel model gives the loss only; export it for logits")
             return self.lm_head(x)
-        return linear_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten())
+        return linear_cross_entropy(x.flatten(0, 1), self.lm_head.weight, targets.flatten(), self.vocab_shard)
 
     def hidden_states(self, input_ids: torch.Tensor, eot_id: int | None) -> torch.Tensor:
         """The last block's output [B, T, hidden_size], before the final norm."""
@@ -289,6 +304,15 @@ class StableLM(nn.Module):
         if exclude_embeddings:
             total -= self.model.embed_tokens.weight.numel()
         return total
+
+
+def tensor_parallel_dim(name: str) -> int | None:
+    """The dim along which tensor parallelism splits the parameter `name`; None: every rank holds it whole."""
+    if any(re.match(pattern, name) for pattern in COLUMN_PARALLEL + VOCAB_PARALLEL):
+        return 0
+    if any(re.match(pattern, name) for pattern in ROW_PARALLEL):
+        return 1
+    return None
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:

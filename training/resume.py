@@ -7,6 +7,9 @@ weights and optimizer state are kept in (as resolved: `auto` may resolve otherwi
 `data.seq_len`, `data.window` and `data.seed` (they define the sample order the loader position counts
 in), the data itself (the sha256 of the shards' manifest.json) and the tokenizer (its fingerprint).
 
+The parallel layout: a checkpoint saved under tensor parallelism resumes under its own layout (tensor
+and data-parallel ranks) only; without tensor parallelism, on any number of ranks.
+
 Accepted: another number of ranks (the checkpoint is converted, see training.checkpoint), the learning
 rate and schedule (total steps included), micro-batch and accumulation (the trainer notes a new global
 batch), intervals, logging and evaluation, `data.shards` as a path (its manifest is what counts), the
@@ -21,7 +24,7 @@ from typing import Any
 from common.config import flatten
 from training.checkpoint import Saved
 
-__all__ = ["DATA_FACTS", "ResumeError", "check_resume", "pinned_settings"]
+__all__ = ["DATA_FACTS", "ResumeError", "check_layout", "check_resume", "pinned_settings"]
 
 # Trainer-state keys that name the data a checkpoint trained on.
 DATA_FACTS = ("data_manifest_sha256", "tokenizer_fingerprint")
@@ -59,6 +62,21 @@ def check_resume(saved: Saved, config: Mapping[str, Any], facts: Mapping[str, st
     raise ResumeError(
         f"{saved.folder} cannot be resumed with this config; it was trained with other values "
         f"(checkpoint -> now):\n" + "\n".join(lines) + f"\n{advice}"
+    )
+
+
+def check_layout(saved: Saved, saved_layout: tuple[int, int], layout: tuple[int, int]) -> None:
+    """Raise ResumeError when the checkpoint `saved`, saved by `saved_layout` (tensor-parallel,
+    data-parallel) ranks, cannot load under `layout`: ZeRO-1's resharding (DeepSpeed's universal
+    checkpoint) is used, and tested, without tensor parallelism only."""
+    if saved_layout == layout or saved_layout[0] == layout[0] == 1:
+        return
+    old, new = (f"tp={tp} x dp={dp} (world size {tp * dp})" for tp, dp in (saved_layout, layout))
+    raise ResumeError(
+        f"{saved.folder} was saved under the layout {old}; this run's is {new}. With tensor parallelism "
+        "on either side a checkpoint resumes under its own layout only: run with parallel.tensor "
+        f"{saved_layout[0]} at world size {saved_layout[0] * saved_layout[1]}, or export it (python -m "
+        "training export) and continue from the export with import-hf (with a fresh optimizer)"
     )
 
 

@@ -3,8 +3,11 @@ precision resolves for the device) over the shard loader.
 
 Each optimizer step runs `grad_accum` micro-batches; the learning rate comes from `lr_at`, the loss
 is an fp32 cross-entropy, and DeepSpeed skips any step whose gradients are not finite (we count
-those and abort after `max_nonfinite_in_row`). Rank 0 logs to MLflow. SIGTERM makes every rank
-finish the step, save a checkpoint and return.
+those and abort after `max_nonfinite_in_row`). Every `eval.interval` steps the validation split is
+scored per source (`training.validation`), and every `eval.tasks_interval` steps and after the last one
+the lm-eval tasks of `eval.suite` run on the model in memory (`evaluation.in_loop`). Rank 0 logs to
+MLflow, with the share of wall time the evaluations took. SIGTERM makes every rank finish the step,
+save a checkpoint and return.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ from training.distributed import deepspeed_output, device, from_rank0, init_dist
 from training.engine import build_engine, lm_loss
 from training.hf import load_hf
 from training.model import StableLM, flops_per_token
-from training.resume import check_resume
+from training.parallel import init_layout
+from training.resume import check_layout, check_resume
 from training.schedule import lr_at
 from training.utilization import memory_metrics, peak_flops
+from training.validation import ALL, TALLY, score, token_bytes, validation_metrics
 
 __all__ = ["NonFiniteLossError", "Result", "StepRecord", "Trainer"]
 
@@ -61,7 +66,12 @@ class Result:
     status: str  # "finished" or "preempted"
     step: int
     history: list[StepRecord] = field(default_factory=list)
-    evals: dict[int, float] = field(default_factory=dict)  # step -> validation loss
+    evals: dict[int, float] = field(default_factory=dict)  # step -> validation loss (over all sources)
+    task_evals: dict[int, dict[str, float]] = field(default_factory=dict)  # step -> eval/<task>/<metric>
+    # Seconds of wall time in this process: "wall" (all of `fit`), of which "validation" and "tasks".
+    seconds: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("wall", "validation", "tasks"), 0.0)
+    )
     run_id: str | None = None
 
 
@@ -76,10 +86,13 @@ class Trainer:
         with deepspeed_output(verbose):
             init_distributed()
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        # Tensor-parallel ranks share their batches: samples and the loader count data-parallel ranks.
+        self.layout = init_layout(cfg.parallel.tensor)
         self.device = device()
         self.precision = resolve_precision(cfg.precision, self.device)
         self._announce_precision()
         self._open_data()
+        self.tasks = self._open_tasks()
         saved = self._checkpoint_to_resume()
 
         random.seed(cfg.seed)
@@ -90,12 +103,12 @@ class Trainer:
         self.model.activation_checkpointing = cfg.activation_checkpointing
         if cfg.checkpoint.init_from_hf is not None and saved is None:
             self._load_hf_weights(cfg.checkpoint.init_from_hf)
-        reshard = saved is not None and checkpoint.saved_world_size(saved.folder) != self.world_size
+        reshard = saved is not None and checkpoint.saved_world_size(saved.folder) != self.layout.data
         with deepspeed_output(verbose):
             self.engine, self.optimizer = build_engine(self.model, cfg, self.precision, reshard)
 
         self.step, self.skipped_steps, self.nonfinite_in_row = 0, 0, 0
-        self.samples_per_step = cfg.batch.micro_batch * cfg.batch.grad_accum * self.world_size
+        self.samples_per_step = cfg.batch.micro_batch * cfg.batch.grad_accum * self.layout.data
         run_id = None
         if saved is not None:
             with deepspeed_output(verbose):
@@ -120,16 +133,41 @@ class Trainer:
         cfg = self.cfg
         vocab, verify = cfg.model.vocab_size, cfg.data.verify_checksums
         self.train_shards = open_shards(cfg.data.shards, cfg.data.seq_len, vocab, verify)
-        self.valid_shards = open_valid_shards(self.train_shards, vocab, verify)
+        self.valid_shards = self._valid_sources(open_valid_shards(self.train_shards, vocab, verify))
+        self.byte_table = token_bytes(tokenizer.load(), vocab)
         self.data_facts = {
             "data_manifest_sha256": manifest_hash(self.train_shards.folder),
             "tokenizer_fingerprint": self.train_shards.manifest.tokenizer.fingerprint,
         }
         self.loader = self._loader(self.train_shards, shuffle=True)
-        if self.valid_shards is not None:  # fails now if the split cannot fill one micro-step
-            self._loader(self.valid_shards, shuffle=False)
-        else:
-            self._print(f"{cfg.data.shards}: the manifest names no validation split; no validation")
+        if not self.valid_shards:
+            self._print(f"{cfg.data.shards}: no validation split to score; no validation")
+
+    def _valid_sources(self, sources: dict[str, ShardSet]) -> dict[str, ShardSet]:
+        """The sources of the validation split that fill one micro-step on every rank; each left out is
+        named."""
+        needed = self.cfg.batch.micro_batch * self.layout.data
+        windows = self.cfg.data.seq_len // self.cfg.data.train_len
+        kept = {name: shards for name, shards in sources.items() if len(shards) * windows >= needed}
+        for name in sources.keys() - kept.keys():
+            self._print(
+                f"validation: source {name} left out: its {len(sources[name]) * windows} samples cannot "
+                f"fill one micro-step of {needed}"
+            )
+        return kept
+
+    def _open_tasks(self) -> Any:
+        """The lm-eval tasks of `eval.suite`, loaded (and their data found) before any model is built."""
+        if self.cfg.eval.suite is None:
+            return None
+        if self.layout.tensor > 1:
+            raise ValueError(
+                "eval.suite: in-loop lm-eval tasks do not run under tensor parallelism (parallel.tensor > 1) "
+                "yet; evaluate a checkpoint with `python -m evaluation run` instead"
+            )
+        from evaluation.in_loop import InLoopTasks  # lm-eval takes seconds to import: only when asked
+
+        return InLoopTasks(self.cfg.eval.suite, self.cfg.eval.limit, self.cfg.eval.tasks_batch_size)
 
     def _checkpoint_to_resume(self) -> checkpoint.Saved | None:
         """The newest complete checkpoint (rank 0 checks the files, one line per one passed over), once
@@ -139,6 +177,7 @@ class Trainer:
             return None
         saved = checkpoint.read(folder)
         check_resume(saved, self._resolved_config(), self.data_facts)
+        check_layout(saved, checkpoint.saved_layout(folder), (self.layout.tensor, self.layout.data))
         self._print(f"resuming from {folder} (step {saved.step})")
         return saved
 
@@ -153,13 +192,14 @@ class Trainer:
         if state["samples_per_step"] != self.samples_per_step:
             self._print(
                 f"note: the global batch changes from {state['samples_per_step']} to {self.samples_per_step} "
-                f"samples per step (micro_batch x grad_accum x {self.world_size} ranks)"
+                f"samples per step (micro_batch x grad_accum x {self.layout.data} data-parallel ranks)"
             )
         return state["mlflow_run_id"]
 
     def _loader(self, shards: ShardSet, shuffle: bool) -> ShardLoader:
         mb, data = self.cfg.batch.micro_batch, self.cfg.data
-        return ShardLoader(shards, mb, data.seed, self.rank, self.world_size, shuffle, data.window)
+        layout = self.layout
+        return ShardLoader(shards, mb, data.seed, layout.data_rank, layout.data, shuffle, data.window)
 
     def _load_hf_weights(self, folder: Path) -> None:
         hf_cfg, state_dict = load_hf(folder)
@@ -174,6 +214,8 @@ class Trainer:
             "git_commit": git_commit(),
             **self.data_facts,
             "world_size": str(self.world_size),
+            "tp": str(self.layout.tensor),
+            "dp": str(self.layout.data),
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
         }
         config = cfg.model_dump(mode="json")
@@ -192,6 +234,7 @@ class Trainer:
 
     def fit(self) -> Result:
         result = Result(status="finished", step=self.step, run_id=self.tracker and self.tracker.run_id)
+        self._fit_start = time.perf_counter()
         previous_handler = signal.signal(signal.SIGTERM, self._request_stop)
         try:
             self._loop(result)
@@ -201,6 +244,7 @@ class Trainer:
             raise
         finally:
             signal.signal(signal.SIGTERM, previous_handler)
+        self._report_eval_share(result)
         if self.tracker:
             self.tracker.finish("KILLED" if result.status == "preempted" else "FINISHED")
         return result
@@ -224,7 +268,9 @@ class Trainer:
                 self._log(window, window_seconds)
                 window, window_seconds = [], 0.0
             if self.step % cfg.eval.interval == 0:
-                result.evals[self.step] = self._evaluate()
+                result.evals[self.step] = self._timed(result, "validation", self._evaluate)
+            if self.tasks is not None and self.step % cfg.eval.tasks_interval == 0:
+                result.task_evals[self.step] = self._timed(result, "tasks", self._evaluate_tasks)
             # Never save while a run of non-finite steps is going on: the last save stays the good one.
             if (self.step % cfg.checkpoint.interval == 0 or stop) and self.nonfinite_in_row == 0:
                 self._save()
@@ -234,7 +280,9 @@ class Trainer:
                 self._print(f"SIGTERM: stopping at step {self.step}; checkpoint of step {saved_step} kept")
                 return
         if self.step not in result.evals:
-            result.evals[self.step] = self._evaluate()
+            result.evals[self.step] = self._timed(result, "validation", self._evaluate)
+        if self.tasks is not None and self.step not in result.task_evals:
+            result.task_evals[self.step] = self._timed(result, "tasks", self._evaluate_tasks)
         if saved_step != self.step:
             self._save()
         result.step = self.step
@@ -274,23 +322,65 @@ class Trainer:
                 f"the last good checkpoint is step {saved_step} in {self.cfg.checkpoint.dir}"
             )
 
+    def _timed(self, result: Result, kind: str, evaluate: Any) -> Any:
+        """`evaluate()`, its seconds added to `result.seconds[kind]`, and the shares of wall time so far
+        logged."""
+        start = time.perf_counter()
+        value = evaluate()
+        result.seconds[kind] += time.perf_counter() - start
+        result.seconds["wall"] = time.perf_counter() - self._fit_start
+        if self.tracker:
+            shares = {
+                f"time_share/{k}": result.seconds[k] / result.seconds["wall"] for k in ("validation", "tasks")
+            }
+            self.tracker.log_metrics(shares, self.step)
+        return value
+
     @torch.no_grad()
     def _evaluate(self) -> float:
-        """Mean token loss over the first `eval.batches` micro-batches of each rank's validation rows."""
-        if self.valid_shards is None:
+        """Loss, perplexity and bits per byte of each source's first `eval.batches` micro-batches per rank
+        (`training.validation`), and over all of them; returns the overall loss."""
+        if not self.valid_shards:
             return math.nan
-        loader = self._loader(self.valid_shards, shuffle=False)
-        batches = min(self.cfg.eval.batches, loader.samples // loader.samples_per_micro_step)
-        total = torch.zeros((), device=self.device, dtype=torch.float32)
-        for _ in range(batches):
-            total += self._loss(loader.next_batch().to(self.device))
-        dist.all_reduce(total)
-        val_loss = total.item() / (batches * self.world_size)
-        metrics = {"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 80.0))}
-        self._print(f"step {self.step} | val_loss {val_loss:.4f} | val_ppl {metrics['val_perplexity']:.2f}")
+        sums = torch.zeros(len(self.valid_shards), len(TALLY), dtype=torch.float64, device=self.device)
+        for row, shards in enumerate(self.valid_shards.values()):
+            loader = self._loader(shards, shuffle=False)
+            for _ in range(min(self.cfg.eval.batches, loader.samples // loader.samples_per_micro_step)):
+                sums[row] += score(
+                    self.engine.module, loader.next_batch().to(self.device), self.eot_id, self.byte_table
+                )
+        dist.all_reduce(sums)
+        metrics = validation_metrics(dict(zip(self.valid_shards, sums.cpu(), strict=True)))
+        self._print(
+            f"step {self.step} | val_loss {metrics['val_loss']:.4f} | val_ppl {metrics['val_perplexity']:.2f}"
+            f" | val_bpb {metrics['val_bpb']:.4f}"
+            + "".join(
+                f" | {name} {metrics[f'val/{name}/bpb']:.3f}" for name in self.valid_shards if name != ALL
+            )
+        )
+        if self.tracker:
+            self.tracker.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, self.step)
+        return metrics["val_loss"]
+
+    def _evaluate_tasks(self) -> dict[str, float]:
+        """The lm-eval tasks on the model as it is now, every rank scoring a share of the requests; the
+        suite's own tasks (or groups) are printed, every task and metric is logged."""
+        metrics = self.tasks.run(self.engine.module)
+        shown = [f"eval/{name}/" for name in self.tasks.names]
+        main = {k: v for k, v in metrics.items() if k.startswith(tuple(shown)) and "_stderr" not in k}
+        self._print(f"step {self.step} | " + " | ".join(f"{k} {v:.3f}" for k, v in sorted(main.items())))
         if self.tracker:
             self.tracker.log_metrics(metrics, self.step)
-        return val_loss
+        return metrics
+
+    def _report_eval_share(self, result: Result) -> None:
+        seconds = result.seconds
+        seconds["wall"] = time.perf_counter() - self._fit_start
+        self._print(
+            f"evaluation took {seconds['validation']:.1f} s (validation) + {seconds['tasks']:.1f} s (tasks) "
+            f"of {seconds['wall']:.1f} s: {seconds['validation'] / seconds['wall']:.1%} + "
+            f"{seconds['tasks'] / seconds['wall']:.1%} of the wall time"
+        )
 
     def _log(self, window: list[StepRecord], seconds: float) -> None:
         finite = [r for r in window if r.applied]
@@ -323,6 +413,7 @@ class Trainer:
             "loader": self.loader.state_dict(),
             "samples_per_step": self.samples_per_step,
             "mlflow_run_id": self.tracker.run_id if self.tracker else None,  # rank 0 writes the state
+            "mlflow_tracking_uri": self.tracker.uri if self.tracker else None,
             **self.data_facts,
         }
         with deepspeed_output(self.verbose):

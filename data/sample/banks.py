@@ -522,3 +522,15 @@ CONNECTIVES = {
         "Por isso,",
     ],
 }
+
+# Planted eval contamination: a page quotes an item of a bundled eval task after a lead-in (contaminated),
+# or uses its words with an aside in the middle, so no n-gram is shared (a clean look-alike).
+QUIZ = {
+    "en": ("From last week's pub quiz:", "as everyone here knows,"),
+    "de": ("Aus dem Quiz der letzten Woche:", "wie hier jeder weiß,"),
+    "es": ("Del concurso de la semana pasada:", "como todos aquí saben,"),
+    "fr": ("Du quiz de la semaine dernière :", "comme chacun ici le sait,"),
+    "it": ("Dal quiz della settimana scorsa:", "come tutti qui sanno,"),
+    "nl": ("Uit de quiz van vorige week:", "zoals iedereen hier weet,"),
+    "pt": ("Do questionário da semana passada:", "como todos aqui sabem,"),
+}

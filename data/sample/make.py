@@ -3,8 +3,10 @@
     .venv/bin/python data/sample/make.py      # rewrites data/sample/{refinedweb,...}/ and labels.jsonl
 
 Normal documents are composed from the hand-written sentence banks in banks.py and code_banks.py;
-planted cases (spam, repetition, gibberish, foreign languages, duplicates, Books3, malformed rows)
-are placed at known rows and listed in labels.jsonl with the fate the pipeline must give them.
+planted cases (spam, repetition, gibberish, foreign languages, duplicates, Books3, malformed rows,
+pages quoting an item of a bundled eval task and clean look-alikes of them) are placed at known rows and
+listed in labels.jsonl with the fate the pipeline must give them. The eval pages come last, from their
+own random stream, so the rows before them do not depend on data/eval.
 Deterministic: the same script writes the same files.
 """
 
@@ -25,11 +27,12 @@ import zstandard
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from banks import CONNECTIVES, FORUM, OUT_OF_SCOPE, SLOTS, WIKI  # noqa: E402
+from banks import CONNECTIVES, FORUM, OUT_OF_SCOPE, QUIZ, SLOTS, WIKI  # noqa: E402
 from code_banks import CODE, FIELDS, IDENTIFIERS, NOUNS  # noqa: E402
 
 LANGS = ("en", "de", "es", "fr", "it", "nl", "pt")
 SEED = 20240119
+EVAL_ITEMS = HERE.parent / "eval"  # the bundled eval tasks' items (python -m evaluation.make_tasks)
 
 
 class Corpus:
@@ -357,6 +360,48 @@ def build_culturax(c: Corpus, shared: dict[str, str]) -> None:
     c.add("culturax", rel, row, "near dup of a RedPajama Wikipedia page", "duplicate", "near_dup")
 
 
+def eval_item(task: str, lang: str, rng: random.Random) -> tuple[str, str]:
+    """(item id, the text the model is scored on: question, a space, the right answer) of one test item."""
+    lines = (EVAL_ITEMS / task / f"{lang}_test.jsonl").read_text(encoding="utf-8").splitlines()
+    item = json.loads(rng.choice(lines))
+    answer = item["choices"][item["answer"]] if "choices" in item else item["answer"]
+    # Quoted on one line ending in a full stop, as a page would (and C4's line rules keep it).
+    return item["id"], f"{item['question']} {answer}".replace("\n", " ") + "."
+
+
+def build_eval_pages(c: Corpus) -> None:
+    """Per bundled task and language, two pages quoting a test item whole in a paragraph (contaminated)
+    and two on the same item with an aside inside it (clean: they share no n-gram with any item)."""
+    rng = random.Random(f"{SEED}-eval")
+    for task in ("stablelm2_cloze", "stablelm2_gen"):
+        for lang in LANGS:
+            source, rel = (
+                ("refinedweb", "data/train-00001-of-00003.parquet")
+                if lang == "en"
+                else ("culturax", f"{lang}/{lang}_part_00000.parquet")
+            )
+            lead, aside = QUIZ[lang]
+            items = [eval_item(task, lang, rng) for _ in range(2)]
+            for k in range(4):
+                item_id, quote = items[k % 2]
+                if k < 2:
+                    sentence, expected, reason = f"{lead} {quote}", "contaminated", f"{task}_{lang}"
+                else:
+                    words = quote.split()
+                    mid = len(words) // 2
+                    sentence = " ".join([*words[:mid], aside, *words[mid:]])
+                    expected, reason = "kept", None
+                text = compose(rng, lang, "wiki")
+                paragraphs = text.split("\n\n")
+                at = rng.randint(1, len(paragraphs) - 1)
+                paragraphs[at] = f"{paragraphs[at]} {sentence}"
+                row = web_row(rng, "\n\n".join(paragraphs))
+                if source == "culturax":
+                    row = {"text": row["content"], **web_meta(rng, lang, k), "source": "mC4"}
+                case = f"eval item {task} {item_id} {'quoted' if k < 2 else 'look-alike'}"
+                c.add(source, rel, row, case, expected, reason)
+
+
 def write(c: Corpus) -> None:
     for rel, rows in c.files.items():
         path = HERE / rel
@@ -398,6 +443,7 @@ def main() -> None:
     build_pile(c, shared)
     build_starcoder(c)
     build_culturax(c, shared)
+    build_eval_pages(c)
     write(c)
     print(f"{sum(len(r) for r in c.files.values())} rows in {len(c.files)} files, {len(c.labels)} labels")
 

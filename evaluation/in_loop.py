@@ -1,0 +1,107 @@
+"""lm-eval tasks inside training (`eval.suite` of a training config), on the model being trained.
+
+The tasks are loaded once, before the trainer builds its model, so a missing data set fails the run
+at its start. Each evaluation wraps the training module in the `stablelm2` adapter without copying it
+(no export round trip) and runs lm-eval's `evaluate` on `eval.limit` documents per task, with the
+few-shot examples drawn again from the same seed, so every evaluation of a run sees the same prompts.
+
+Several processes split the work explicitly: every rank builds all requests, as one process would, and
+scores a contiguous share of them, and the scores are gathered to every rank. lm-eval's own rank
+hooks (`LM.rank`, `world_size`, `gather_object`) shard documents instead, and since a task draws its
+few-shot examples from one random stream in document order, a rank's prompts would then differ from
+those of a one-process run; splitting the built requests keeps them identical for any world size.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before `datasets` is imported (lm-eval imports it), which reads these once: nothing is downloaded.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import functools  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
+
+import lm_eval.api.task  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+from lm_eval.api.instance import Instance  # noqa: E402
+from lm_eval.api.model import TemplateLM  # noqa: E402
+from lm_eval.evaluator import evaluate  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import tokenizer  # noqa: E402
+from evaluation.adapter import StableLM2  # noqa: E402
+from evaluation.run import mlflow_metrics  # noqa: E402
+from evaluation.source import generator_for  # noqa: E402
+from evaluation.tasks import load_suite, load_tasks, task_manager  # noqa: E402
+from training.model import StableLM  # noqa: E402
+
+__all__ = ["FEWSHOT_SEED", "InLoopTasks", "TrainingModelLM"]
+
+# lm-eval's default few-shot seed (simple_evaluate's), so in-loop prompts are those of `python -m evaluation`.
+FEWSHOT_SEED = 1234
+
+_Out = TypeVar("_Out")
+
+
+class TrainingModelLM(StableLM2):
+    """The `stablelm2` adapter over a model in memory, each rank scoring its share of the requests."""
+
+    def __init__(self, model: StableLM, enc: tokenizer.Arcade100k, batch_size: int, max_gen_toks: int = 256):
+        TemplateLM.__init__(self)
+        self._use(model, generator_for(model), enc, batch_size, max_gen_toks)
+        self.dtype = model.lm_head.weight.dtype
+        distributed = dist.is_available() and dist.is_initialized()
+        self.shard, self.shards = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+
+    def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = True) -> list[tuple[float, bool]]:
+        return self._split(super().loglikelihood, requests)
+
+    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = True) -> list[float]:
+        return self._split(super().loglikelihood_rolling, requests)
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = True) -> list[str]:
+        return self._split(super().generate_until, requests)
+
+    def _split(self, run: Callable[..., list[_Out]], requests: Sequence[Instance]) -> list[_Out]:
+        """`run` on this rank's contiguous share of `requests` (the choices of one document stay
+        together, so they still share a forward), and everyone's results, in request order."""
+        if self.shards == 1:
+            return run(list(requests), disable_tqdm=True)
+        bounds = [len(requests) * r // self.shards for r in range(self.shards + 1)]
+        mine = requests[bounds[self.shard] : bounds[self.shard + 1]]
+        outputs = run(list(mine), disable_tqdm=True) if mine else []
+        gathered: list[list[_Out]] = [[] for _ in range(self.shards)]
+        dist.all_gather_object(gathered, outputs)
+        return [out for share in gathered for out in share]
+
+
+class InLoopTasks:
+    """The tasks of a suite, loaded once; `run` evaluates a model on them."""
+
+    def __init__(self, suite: str, limit: int | None, batch_size: int):
+        shots = load_suite(suite).tasks
+        self.names = list(shots)
+        self.manager = task_manager(shots)
+        self.loaded = self.manager.load(load_tasks(self.manager, shots))
+        for task in self.loaded["tasks"].values():
+            if task.get_config("num_fewshot") is None:  # as simple_evaluate: 0 where the task sets none
+                task.set_config(key="num_fewshot", value=0)
+        self.limit, self.batch_size = limit, batch_size
+        self.enc = tokenizer.load()
+
+    def run(self, model: StableLM) -> dict[str, float]:
+        """`eval/<task>/<metric>` for every task and group of the suite (stderrs too), on every rank."""
+        for task in self.loaded["tasks"].values():
+            task.set_fewshot_seed(seed=FEWSHOT_SEED)  # the same few-shot examples at every evaluation
+        lm = TrainingModelLM(model, self.enc, self.batch_size)
+        # lm-eval draws a progress bar per task as it builds the requests: 14 lines per evaluation of the
+        # bundled suite in the training log. Its module's `tqdm` is silenced while the tasks run.
+        lm_eval.api.task.tqdm = functools.partial(tqdm, disable=True)
+        try:
+            results: dict[str, Any] = evaluate(lm, self.loaded, limit=self.limit, log_samples=False)
+        finally:
+            lm_eval.api.task.tqdm = tqdm
+        return mlflow_metrics(results)
