@@ -7,6 +7,7 @@ StarCoder filters. Rule names and thresholds follow datatrove's implementations 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections import Counter
@@ -108,11 +109,54 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
     return count, chars
 
 
-def _top_ngram_chars(words: list[str], n: int) -> int:
-    """Characters covered by the most frequent n-gram (words joined by spaces) times its count."""
-    counts = Counter(zip(*(words[i:] for i in range(n)), strict=False))
-    gram, count = counts.most_common(1)[0]
-    return (sum(map(len, gram)) + n - 1) * count
+class _NGrams:
+    """A document's n-grams (tuples of words) as dense ids, each n built from n - 1 (exact: no hashes).
+    Per n: each position's id, each id's first position and its count."""
+
+    def __init__(self, words: list[str]):
+        self.words = words
+        first: dict[str, int] = {}
+        positions = np.fromiter(map(first.setdefault, words, itertools.count()), np.int64, len(words))
+        self._levels = [self._unique(positions)]
+
+    @staticmethod
+    def _unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        _, first, ids, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+        return ids.ravel(), first, counts
+
+    def __call__(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        word_ids = self._levels[0][0]
+        while len(self._levels) < n:
+            count = len(word_ids) - len(self._levels)
+            # Ids below len(word_ids), so the pair key fits in int64.
+            keys = self._levels[-1][0][:count] * len(word_ids) + word_ids[len(self._levels) :]
+            self._levels.append(self._unique(keys))
+        return self._levels[n - 1]
+
+    def top_chars(self, n: int) -> int:
+        """Characters covered by the most frequent n-gram (words joined by spaces) times its count; of
+        equally frequent n-grams, the first to occur (as `Counter.most_common` picks it)."""
+        _, first, counts = self(n)
+        best = int(counts.max())
+        start = int(first[counts == best].min())
+        return (sum(map(len, self.words[start : start + n])) + n - 1) * best
+
+    def repeated_cover(self, n: int) -> int:
+        """Characters of the words inside some n-gram that repeats an earlier one. A hit of the greedy
+        scan for n repeats every n-gram inside it, so this bounds what that scan counts."""
+        if len(self.words) < n:
+            return 0
+        ids, first, _ = self(n)
+        if len(first) == len(ids):
+            return 0
+        repeats = (first[ids] != np.arange(len(ids))).astype(np.int32)
+        # A word is covered when a repeated n-gram starts at one of the n positions up to it.
+        covered = np.convolve(repeats, np.ones(n, dtype=np.int32))[: len(self.words)] > 0
+        return int(self.lengths[covered].sum())
+
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter(map(len, self.words), dtype=np.int64, count=len(self.words))
 
 
 def _duplicated_ngram_chars(words: list[str], n: int) -> int:
@@ -131,22 +175,6 @@ def _duplicated_ngram_chars(words: list[str], n: int) -> int:
             seen.add(gram)
             i += 1
     return chars
-
-
-def _repeated_ngram_cover(words: list[str], n: int) -> int:
-    """Characters of the words inside some n-gram that repeats an earlier one. A hit of the greedy scan
-    for any m >= n repeats every n-gram inside it, so this bounds what that scan counts."""
-    # By hash: two n-grams that collide only widen the bound.
-    grams = zip(*(words[k:] for k in range(n)), strict=False)
-    hashes = np.fromiter(map(hash, grams), dtype=np.int64, count=max(len(words) - n + 1, 0))
-    _, first, which = np.unique(hashes, return_index=True, return_inverse=True)
-    if len(first) == len(hashes):
-        return 0
-    repeats = (first[which] != np.arange(len(hashes))).astype(np.int32)
-    # A word is covered when a repeated n-gram starts at one of the n positions up to it.
-    covered = np.convolve(repeats, np.ones(n, dtype=np.int32))[: len(words)] > 0
-    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-    return int(lengths[covered].sum())
 
 
 class GopherRepetitionFilter:
@@ -175,16 +203,17 @@ class GopherRepetitionFilter:
         if cfg.dup_line_char_frac and chars / len(text) > cfg.dup_line_char_frac:
             return Decision(False, "dup_line_char_frac")
         words = doc.words
+        ngrams = _NGrams(words)
         for n, frac in cfg.top_n_grams:
-            if len(words) >= n and _top_ngram_chars(words, n) / len(text) > frac:
+            if len(words) >= n and ngrams.top_chars(n) / len(text) > frac:
                 return Decision(False, f"top_{n}_gram")
-        if not cfg.dup_n_grams:
-            return KEEP
-        # Skip the greedy scans that cannot reach their threshold: repeated n-grams lie inside repeated
-        # shortest n-grams. (Only n-grams whose words differ but join to the same string escape this.)
-        shortest = min(n for n, _ in cfg.dup_n_grams)
-        cover = _repeated_ngram_cover(words, shortest) / len(text)
+        # Skip the greedy scans that cannot reach their threshold: their hits lie inside repeated
+        # n-grams, and so inside repeated m-grams for m <= n (the last bound computed serves until it
+        # is too loose). Only n-grams whose words differ but join to the same string escape this.
+        cover, bound_n = float("inf"), 0
         for n, frac in cfg.dup_n_grams:
+            if cover > frac or bound_n > n:
+                cover, bound_n = ngrams.repeated_cover(n) / len(text), n
             if cover <= frac:
                 continue
             if _duplicated_ngram_chars(words, n) / len(text) > frac:

@@ -15,6 +15,8 @@ import json
 import re
 import unicodedata
 from pathlib import Path
+from re import _constants, _parser  # the parse tree of the rules' regexes, for their edge characters
+from typing import Any
 
 import regex
 
@@ -52,6 +54,69 @@ def punctuation() -> frozenset[str]:
     return frozenset(_rules()["punctuation"])
 
 
+_ZERO_WIDTH = (_constants.AT, _constants.ASSERT, _constants.ASSERT_NOT)
+_REPEATS = (_constants.MAX_REPEAT, _constants.MIN_REPEAT, _constants.POSSESSIVE_REPEAT)
+_Ranges = list[tuple[int, int]] | None
+
+
+def _edge_ranges(items: Any, last: bool) -> tuple[_Ranges, bool]:
+    """The code point ranges that a match of the parsed sequence `items` can start with (or end with,
+    `last`), and whether it can match nothing; None where no bound is known (a category, any character,
+    a case-insensitive group): an over-estimate is safe, it only skips fewer regex calls."""
+    ranges: list[tuple[int, int]] = []
+    for op, av in reversed(items) if last else items:
+        if op in _ZERO_WIDTH:
+            continue
+        if op is _constants.LITERAL:
+            got, empty = [(av, av)], False
+        elif op is _constants.IN:
+            if any(o not in (_constants.LITERAL, _constants.RANGE) for o, _ in av):
+                return None, False
+            got, empty = [(a, a) if o is _constants.LITERAL else a for o, a in av], False
+        elif op is _constants.SUBPATTERN and not av[1] & re.IGNORECASE:
+            got, empty = _edge_ranges(av[3], last)
+        elif op is _constants.BRANCH:
+            alternatives = [_edge_ranges(alt, last) for alt in av[1]]
+            if any(r is None for r, _ in alternatives):
+                return None, False
+            got = [x for r, _ in alternatives for x in r or ()]
+            empty = any(e for _, e in alternatives)
+        elif op in _REPEATS:
+            got, empty = _edge_ranges(av[2], last)
+            empty = empty or av[0] == 0
+        else:
+            return None, False
+        if got is None:
+            return None, False
+        ranges += got
+        if not empty:
+            return ranges, False
+    return ranges, True
+
+
+def _anchored(parsed: Any, last: bool) -> bool:
+    """Whether every alternative of the pattern starts with `^` (or ends with `$`, `last`), as spaCy
+    builds its prefix (and suffix) patterns: then a match starts at the chunk's first character (or
+    ends at its last)."""
+    branch = parsed[0][1][1] if len(parsed) == 1 and parsed[0][0] is _constants.BRANCH else [parsed]
+    edge = -1 if last else 0
+    at = _constants.AT_END if last else _constants.AT_BEGINNING
+    return all(len(alt) and alt[edge] == (_constants.AT, at) for alt in branch)
+
+
+def _edge_class(pattern: str, last: bool, anchored: bool = False) -> re.Pattern | None:
+    """One character class of every character a match of `pattern` can start (or end) with, so that a
+    chunk whose character is outside it skips the pattern; None when the pattern gives no such bound.
+    `anchored`: the pattern must be anchored at that edge (the class then tests the chunk's edge)."""
+    parsed = _parser.parse(pattern)
+    ranges, empty = _edge_ranges(parsed, last)
+    if ranges is None or empty or parsed.state.flags & re.IGNORECASE:
+        return None
+    if anchored and not _anchored(parsed, last):
+        return None
+    return re.compile("[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in ranges) + "]")
+
+
 def _is_punct(token: str) -> bool:
     """spaCy's `is_punct`: every character is Unicode punctuation (P*)."""
     return all(unicodedata.category(c).startswith("P") for c in token)
@@ -65,6 +130,11 @@ class WordSplitter:
         self.find_prefix = re.compile(rules["prefix"]).search
         self.find_suffix = re.compile(rules["suffix"]).search
         self.find_infixes = re.compile(rules["infix"]).finditer
+        # Most chunks hold no character that can start a prefix or an infix, or end a suffix: those skip
+        # the (slow, unanchored) regexes.
+        self.prefix_first = _edge_class(rules["prefix"], last=False, anchored=True)
+        self.suffix_last = _edge_class(rules["suffix"], last=True, anchored=True)
+        self.infix_first = _edge_class(rules["infix"], last=False)
         self.token_match = re.compile(rules["token_match"]).match if rules["token_match"] else None
         self.url_match = re.compile(rules["url_match"]).match
         self.specials: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in rules["specials"].items()}
@@ -96,13 +166,13 @@ class WordSplitter:
             if (self.token_match and self.token_match(chunk)) or chunk in special:
                 break
             last = len(chunk)
-            match = self.find_prefix(chunk)
+            match = self._prefix(chunk)
             pre = match.end() - match.start() if match else 0
             if pre and chunk[pre:] in special:
                 prefixes.append(chunk[:pre])
                 chunk = chunk[pre:]
                 break
-            match = self.find_suffix(chunk[pre:])
+            match = self._suffix(chunk[pre:])
             suf = match.end() - match.start() if match else 0
             if suf and chunk[:-suf] in special:
                 suffixes.append(chunk[-suf:])
@@ -129,7 +199,19 @@ class WordSplitter:
         tokens.extend(reversed(suffixes))
         return tokens
 
+    def _prefix(self, chunk: str) -> re.Match | None:
+        if self.prefix_first and not self.prefix_first.match(chunk):
+            return None
+        return self.find_prefix(chunk)
+
+    def _suffix(self, chunk: str) -> re.Match | None:
+        if self.suffix_last and not self.suffix_last.match(chunk, len(chunk) - 1):
+            return None
+        return self.find_suffix(chunk)
+
     def _infix_split(self, chunk: str) -> list[str]:
+        if self.infix_first and not self.infix_first.search(chunk):
+            return [chunk]
         tokens, start = [], 0
         for match in self.find_infixes(chunk):
             if match.start() == 0:  # an infix at the very start splits nothing

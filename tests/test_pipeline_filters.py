@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections import Counter
 from typing import get_args
 
 import numpy as np
@@ -35,12 +36,22 @@ from pipeline.filters import (
     GopherQualityFilter,
     GopherRepetitionFilter,
     LangIdFilter,
+    _NGrams,
     build_chain,
     run_chain,
 )
 from pipeline.mix import copies, in_valid, mixing_rates, target_shares
 from pipeline.sources import READERS
-from pipeline.text import LANGUAGES, RULES_PATH, count_sentences, normalize_for_dedup, split_words, splitter
+from pipeline.text import (
+    LANGUAGES,
+    RULES_PATH,
+    WordSplitter,
+    _edge_class,
+    count_sentences,
+    normalize_for_dedup,
+    split_words,
+    splitter,
+)
 
 SENTENCES = [
     "The village lies on the southern bank of the river and has a small harbour.",
@@ -382,3 +393,37 @@ def test_word_shortcuts_agree_with_the_full_rules():
         short = {c: rules._simple_tokens(c) for c in chunks}
         assert sum(t is not None for t in short.values()) > len(chunks) / 2
         assert {c: t for c, t in short.items() if t is not None and t != rules.chunk_tokens(c)} == {}
+        # The edge-character prechecks that skip the affix regexes change no chunk's tokens either.
+        assert rules.suffix_last is not None
+        full = WordSplitter(lang)
+        full.prefix_first = full.suffix_last = full.infix_first = None
+        rest = [c for c, t in short.items() if t is None]
+        assert [c for c in rest if rules.chunk_tokens(c) != full.chunk_tokens(c)] == []
+
+
+def test_edge_class_bounds_what_a_match_can_start_or_end_with():
+    ends = _edge_class(r"(?<=[0-9])(?:km|mi)$|\.\.+$|[x-z]?c$", last=True, anchored=True)
+    assert {c for c in "kmi.xyzc9a" if ends.fullmatch(c)} == {"m", "i", ".", "c"}
+    starts = _edge_class(r"^US\$|^[x-z]?c|^\.\.+", last=False, anchored=True)
+    assert {c for c in "USxyzc.$a" if starts.fullmatch(c)} == {"U", "x", "y", "z", "c", "."}
+    # An alternative not anchored at the chunk's edge may match inside it: no bound at that edge.
+    assert _edge_class(r"^US\$|[x-z]?c", last=False, anchored=True) is None
+    assert _edge_class(r"^US\$|[x-z]?c", last=False) is not None
+    # No bound: a category, a match that can be empty, a case-insensitive pattern.
+    assert _edge_class(r"\d+$", last=True) is None
+    assert _edge_class(r"a?$", last=True) is None
+    assert _edge_class(r"(?i)a$", last=True) is None
+
+
+def test_ngram_ids_follow_counter_and_bound_the_greedy_scan():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        words = [str(w) for w in rng.choice(["a", "b", "ab", "c", "bc", "x"], size=rng.integers(10, 80))]
+        ngrams = _NGrams(words)
+        for n in (2, 3, 4):
+            gram, count = Counter(zip(*(words[i:] for i in range(n)), strict=False)).most_common(1)[0]
+            assert ngrams.top_chars(n) == (len(" ".join(gram))) * count
+        for n in range(5, 8):
+            tuples = list(zip(*(words[i:] for i in range(n)), strict=False))
+            covered = {j for i, g in enumerate(tuples) if g in tuples[:i] for j in range(i, i + n)}
+            assert ngrams.repeated_cover(n) == sum(len(words[j]) for j in covered)
