@@ -23,7 +23,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import regex
 
 from common.config import ConfigError
 from common.files import read_json, write_json
@@ -33,6 +32,7 @@ from pipeline.mix import doc_counts
 from pipeline.plan import Partition
 from pipeline.stage import Stage, partition_stage
 from pipeline.storage import write_table
+from pipeline.text import PUNCTUATION_RE
 
 if TYPE_CHECKING:
     from lm_eval.api.task import Task
@@ -50,16 +50,13 @@ CONTAMINATED_SCHEMA = pa.schema(
     ]
 )
 
-# lm-eval's Janitor deletes ASCII `string.punctuation` (punctuation and symbols); Unicode's P and S
-# classes hold all of it plus the seven languages' own marks (« » ¿ ¡ „).
-_PUNCT_RE = regex.compile(r"[\p{P}\p{S}]+")
 # An odd 64-bit multiplier: window hashes are polynomials in it over the word ids, modulo 2**64.
 _BASE = np.uint64(0x9E3779B97F4A7C15)
 
 
 def normalize_words(text: str) -> list[str]:
     """lm-eval's decontamination normalisation: lowercase, delete punctuation, split on whitespace."""
-    return _PUNCT_RE.sub("", text.lower()).split()
+    return PUNCTUATION_RE.sub("", text.lower()).split()  # lm-eval's Janitor deletes it
 
 
 def window_hashes(ids: np.ndarray, length: int) -> np.ndarray:

@@ -327,11 +327,13 @@ def stop_words(lang: str) -> frozenset[str]:
 
 _MARKS_RE = regex.compile(r"\p{Mn}+")
 _DIGITS_RE = regex.compile(r"\p{N}+")
-_PUNCT_RE = regex.compile(r"[\p{P}\p{S}]+")
+# Unicode punctuation and symbols: a superset of ASCII `string.punctuation` that covers the seven
+# languages' own marks (« » ¿ ¡ „). Dedup and decontamination both strip it.
+PUNCTUATION_RE = regex.compile(r"[\p{P}\p{S}]+")
 
 
 def normalize_for_dedup(text: str) -> str:
     """Lowercased, accent-stripped, digits-collapsed, punctuation-free text, for exact dedup and shingles."""
     text = _MARKS_RE.sub("", unicodedata.normalize("NFKD", text.lower()))
     text = _DIGITS_RE.sub("0", text)
-    return " ".join(_PUNCT_RE.sub(" ", text).split())
+    return " ".join(PUNCTUATION_RE.sub(" ", text).split())
