@@ -291,9 +291,11 @@ def run_windows(
             ray.get(ready)
             for _ in packing.pop(ready):
                 progress.advance()
-    except BaseException:
-        for ref in started:
-            ray.cancel(ref)  # not to write into `parts` after the job has failed
+    except Exception:
+        # Let the started tasks end before the job fails, so none writes into `parts` afterwards. Not
+        # ray.cancel: Ray 2.60 aborts the driver when it cancels a task that is completing at that moment
+        # ("Tried to complete task that was not pending").
+        ray.wait(started, num_returns=len(started))
         raise
     progress.finish()
 
