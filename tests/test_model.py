@@ -54,6 +54,12 @@ def assert_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
     assert (ours - theirs).abs().max().item() <= 1e-4
 
 
+def with_kernel(model: StableLM, kernel: str) -> StableLM:
+    other = StableLM(model.cfg.model_copy(update={"attention": kernel})).eval()
+    other.load_state_dict(model.state_dict())
+    return other
+
+
 @pytest.fixture(scope="module")
 def hf_model() -> StableLmForCausalLM:
     return randomize(transformers_model(SMALL), seed=1)
@@ -93,13 +99,15 @@ def test_positions_restart_after_each_end_of_text():
 
 def test_flash_layout_marks_every_document_of_the_flattened_batch():
     ids = torch.tensor([[9, 9, EOT, 9, EOT, 9, 9, 9], [9, 9, 9, 9, 9, EOT, EOT, 9]])
-    layout = document_layout(document_positions(ids, EOT), flash=True)
+    layout = document_layout(document_positions(ids, EOT), "flash")
     assert layout.cu_seqlens.tolist() == [0, 3, 5, 8, 14, 15, 16]
     assert layout.cu_seqlens.dtype == torch.int32 and layout.max_seqlen == 6
 
 
 @torch.no_grad()
-def test_document_masking_matches_each_document_alone(hf_model, our_model):
+@pytest.mark.parametrize("kernel", ["sdpa", "flex"])
+def test_document_masking_matches_each_document_alone(hf_model, our_model, kernel):
+    our_model = with_kernel(our_model, kernel)
     a, b, c = tokens(7, seed=6), tokens(11, seed=7), tokens(5, seed=8)
     eot = torch.tensor([EOT])
     row = torch.cat([a, eot, b, eot, c])

@@ -152,6 +152,9 @@ class TrainConfig(Config):
     # The key `precision` replaced; present only to say so (never part of a dumped config).
     bf16: Any = Field(None, exclude=True)
     activation_checkpointing: bool = False
+    # torch.compile each transformer block (fuses the norms, rotary and SwiGLU's elementwise work). Pays
+    # on CUDA; on CPU the compile takes longer than a short run saves.
+    compile: bool = False
     parallel: ParallelConfig = ParallelConfig()
     # Non-finite steps in a row (each one skipped) before the run aborts.
     max_nonfinite_in_row: int = Field(5, gt=0)

@@ -6,11 +6,15 @@ embeddings. Parameter names equal those of Hugging Face `StableLmForCausalLM`, s
 between the two unchanged.
 
 With `eot_id` given, each `<|endoftext|>` ends a document: position ids restart after it and no
-token attends across it (Stability's `reset_position_ids` and `reset_attention_mask`).
+token attends across it (Stability's `reset_position_ids` and `reset_attention_mask`). Three kernels
+compute that masked attention: flash-attn's varlen kernel, PyTorch's FlexAttention with a document
+block mask (compiled on CUDA, so blocks that cross documents are skipped), and SDPA with a dense
+[T, T] mask (any device; on CUDA it falls back to a kernel that reads the whole mask).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 from torch.utils.checkpoint import checkpoint
 
 from common.config import Config
@@ -32,6 +37,7 @@ except ImportError:
 __all__ = ["ModelConfig", "StableLM", "flops_per_token", "tensor_parallel_dim"]
 
 FLASH_DTYPES = (torch.float16, torch.bfloat16)
+Kernel = Literal["sdpa", "flash", "flex"]
 
 # Megatron's split of this architecture over a tensor-parallel group, by parameter name: whole heads
 # of q/k/v (with their biases) and of the SwiGLU's gate/up are column-parallel (dim 0, the outputs),
@@ -57,8 +63,9 @@ class ModelConfig(Config):
     layer_norm_eps: float = 1e-5
     use_qkv_bias: bool = True
     init_std: float = 0.02
-    # auto: flash-attn's kernels when installed and running on CUDA in half precision, SDPA otherwise
-    attention: Literal["auto", "sdpa", "flash"] = "auto"
+    # auto: flash-attn's kernels when installed and running on CUDA in half precision, else
+    # FlexAttention on CUDA, else SDPA. flex runs forward-only on CPU (PyTorch has no CPU backward).
+    attention: Literal["auto", "sdpa", "flash", "flex"] = "auto"
 
     @property
     def head_dim(self) -> int:
@@ -73,12 +80,15 @@ class ModelConfig(Config):
 class Layout:
     """How tokens may attend, computed once per forward and shared by every layer.
 
-    SDPA reads `mask` (a block-diagonal causal mask, None for plain causal attention); flash-attn
-    reads `cu_seqlens`/`max_seqlen` (document boundaries in the flattened batch, None for plain causal).
+    SDPA reads `mask` (a block-diagonal causal mask), FlexAttention `block_mask` (the same mask by
+    128 x 128 blocks), flash-attn `cu_seqlens`/`max_seqlen` (document boundaries in the flattened
+    batch); all None for plain causal attention, which the sdpa and flex kernels both leave to SDPA's
+    own causal kernels.
     """
 
-    flash: bool
+    kernel: Kernel
     mask: torch.Tensor | None = None
+    block_mask: BlockMask | None = None
     cu_seqlens: torch.Tensor | None = None
     max_seqlen: int = 0
 
@@ -122,18 +132,26 @@ def document_positions(input_ids: torch.Tensor, eot_id: int) -> torch.Tensor:
     return index - start_of_doc
 
 
-def document_layout(positions: torch.Tensor, flash: bool) -> Layout:
+def document_layout(positions: torch.Tensor, kernel: Kernel) -> Layout:
     """Attention restricted to each document, from the document positions of each token."""
-    if flash:
+    if kernel == "flash":
         # Every position 0 starts a sequence of the flattened batch; row starts included.
         starts = torch.nonzero(positions.flatten() == 0).flatten()
         ends = torch.tensor([positions.numel()], device=positions.device)
         cu_seqlens = torch.cat((starts, ends)).to(torch.int32)
-        return Layout(flash=True, cu_seqlens=cu_seqlens, max_seqlen=int(cu_seqlens.diff().max()))
+        return Layout(kernel, cu_seqlens=cu_seqlens, max_seqlen=int(cu_seqlens.diff().max()))
     doc_ids = (positions == 0).cumsum(dim=1)
+    B, T = positions.shape
+    if kernel == "flex":
+
+        def same_document_causal(b, h, q, kv):
+            return (doc_ids[b, q] == doc_ids[b, kv]) & (q >= kv)
+
+        block_mask = create_block_mask(same_document_causal, B, None, T, T, device=positions.device)
+        return Layout(kernel, block_mask=block_mask)
     same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
-    causal = torch.ones(positions.shape[1], positions.shape[1], dtype=torch.bool, device=positions.device)
-    return Layout(flash=False, mask=(same_doc & causal.tril())[:, None])
+    causal = torch.ones(T, T, dtype=torch.bool, device=positions.device)
+    return Layout(kernel, mask=(same_doc & causal.tril())[:, None])
 
 
 class Attention(nn.Module):
@@ -152,11 +170,16 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(B, T, -1, self.head_dim)
         v = self.v_proj(x).view(B, T, -1, self.head_dim)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if layout.flash:
+        if layout.kernel == "flash":
             y = flash_attention(q, k, v, layout)
         else:
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask, is_causal=layout.mask is None)
+            if layout.block_mask is not None:
+                y = document_flex_attention(q, k, v, layout.block_mask)
+            else:
+                y = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=layout.mask, is_causal=layout.mask is None
+                )
             y = y.transpose(1, 2)
         return self.o_proj(y.reshape(B, T, -1))
 
@@ -177,6 +200,23 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: L
         causal=True,
     )
     return y.view(B, T, H, D)
+
+
+@functools.cache
+def compiled_flex_attention():
+    # One compiled kernel per shape (dynamic=False): the training shape is fixed, so it compiles once.
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def document_flex_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMask
+) -> torch.Tensor:
+    """FlexAttention on [B, H, T, D]: compiled on CUDA; on CPU PyTorch's unfused reference, which
+    computes the same values (there for the CPU parity tests and for inference)."""
+    # Inside a compiled block (`compile: true`) the block's own graph compiles the kernel.
+    eager = not q.is_cuda or torch.compiler.is_compiling()
+    attend = flex_attention if eager else compiled_flex_attention()
+    return attend(q, k, v, block_mask=block_mask)
 
 
 class MLP(nn.Module):
@@ -269,13 +309,13 @@ class StableLM(nn.Module):
                 f"sequence length {T} exceeds max_position_embeddings {self.cfg.max_position_embeddings}"
             )
         x = self.model.embed_tokens(input_ids)
-        flash = self._use_flash(x)
+        kernel = self.attention_kernel(x)
         if eot_id is None:
             positions = torch.arange(T, device=input_ids.device)[None]
-            layout = Layout(flash=flash)
+            layout = Layout(kernel)
         else:
             positions = document_positions(input_ids, eot_id)
-            layout = document_layout(positions, flash)
+            layout = document_layout(positions, kernel)
         cos, sin = rotary_cos_sin(positions, self.cfg)
         for block in self.model.layers:
             if self.activation_checkpointing and torch.is_grad_enabled():
@@ -284,18 +324,33 @@ class StableLM(nn.Module):
                 x = block(x, cos, sin, layout)
         return x
 
-    def _use_flash(self, x: torch.Tensor) -> bool:
+    def attention_kernel(self, x: torch.Tensor) -> Kernel:
+        """The kernel `cfg.attention` asks for, given where and in what dtype `x` is computed."""
         half = x.dtype in FLASH_DTYPES or (
             torch.is_autocast_enabled(x.device.type)
             and torch.get_autocast_dtype(x.device.type) in FLASH_DTYPES
         )
-        usable = flash_attn_varlen_func is not None and x.is_cuda and half
-        if self.cfg.attention == "flash" and not usable:
+        flash_usable = flash_attn_varlen_func is not None and x.is_cuda and half
+        wanted = self.cfg.attention
+        if wanted == "flash" and not flash_usable:
             raise RuntimeError(
                 "attention 'flash' needs the flash-attn package (the `gpu` extra) and CUDA tensors in "
-                "fp16/bf16 or autocast to them; use attention 'auto' to fall back to SDPA"
+                "fp16/bf16 or autocast to them; use attention 'auto' to fall back to FlexAttention or SDPA"
             )
-        return self.cfg.attention != "sdpa" and usable
+        if wanted == "flex" and not x.is_cuda and torch.is_grad_enabled():
+            raise RuntimeError(
+                "attention 'flex' trains on CUDA only: PyTorch's FlexAttention has no backward on CPU; "
+                "use attention 'auto' or 'sdpa'"
+            )
+        if wanted == "auto":
+            return "flash" if flash_usable else "flex" if x.is_cuda else "sdpa"
+        return wanted
+
+    def compile_blocks(self) -> None:
+        """torch.compile each block in place (parameter names unchanged), as torchtitan does: one
+        graph per block compiles once and is reused by all of them, checkpointed or not."""
+        for block in self.model.layers:
+            block.compile()
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         """Parameter count; `exclude_embeddings` drops the input embedding (a lookup, no matmul) but keeps

@@ -101,6 +101,8 @@ class Trainer:
         with self.device:  # initialised where it trains: minutes faster for 1.6B on a GPU
             self.model = StableLM(cfg.model)
         self.model.activation_checkpointing = cfg.activation_checkpointing
+        if cfg.compile:
+            self.model.compile_blocks()
         if cfg.checkpoint.init_from_hf is not None and saved is None:
             self._load_hf_weights(cfg.checkpoint.init_from_hf)
         reshard = saved is not None and checkpoint.saved_world_size(saved.folder) != self.layout.data
