@@ -147,7 +147,10 @@ def document_layout(positions: torch.Tensor, kernel: Kernel) -> Layout:
         def same_document_causal(b, h, q, kv):
             return (doc_ids[b, q] == doc_ids[b, kv]) & (q >= kv)
 
-        block_mask = create_block_mask(same_document_causal, B, None, T, T, device=positions.device)
+        # Compiled on CUDA: built eagerly, the mask costs about 6% of a 1.6B step at seq 4096.
+        block_mask = create_block_mask(
+            same_document_causal, B, None, T, T, device=positions.device, _compile=positions.is_cuda
+        )
         return Layout(kernel, block_mask=block_mask)
     same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
     causal = torch.ones(T, T, dtype=torch.bool, device=positions.device)
