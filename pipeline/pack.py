@@ -224,7 +224,16 @@ def pack_valid(src: Path, out: Path, cfg: DataConfig, verbose: bool = False) -> 
         }
     )
     write_manifest(out, listing)
+    remove_unlisted_sources(out, set(packed))
     return listing, all(skipped for _, skipped in packed.values())
+
+
+def remove_unlisted_sources(out: Path, sources: set[str]) -> None:
+    """Delete the folders of sources the split no longer holds (a source removed from the config), after
+    the new listing is written: a crash in between leaves unlisted folders, never a listed one missing."""
+    for folder in out.iterdir():
+        if folder.is_dir() and folder.name not in sources:
+            shutil.rmtree(folder)
 
 
 def files_by_source(files: list[Path]) -> dict[str, list[Path]]:

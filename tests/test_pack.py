@@ -429,3 +429,15 @@ def test_pack_on_a_two_node_ray_cluster(job, tmp_path):
             except subprocess.TimeoutExpired:
                 node.kill()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_source_gone_from_the_validation_split_loses_its_folder(ray_local, tmp_path):
+    work, out = tmp_path / "work", tmp_path / "shards" / "valid"
+    write_work(work, make_docs("m", 6, seed=4), make_docs("v", 30, seed=3))
+    cfg = config(work, tmp_path / "shards")
+    P.pack_valid(work / "valid", out, cfg)
+    assert {p.name for p in out.iterdir() if p.is_dir()} == set(SOURCES)
+    (work / "valid" / "1-code.parquet").unlink()  # the source left the config
+    listing, _ = P.pack_valid(work / "valid", out, cfg)
+    assert {s.source for s in listing.shards} == {"web", "books"}
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {"web", "books"}
