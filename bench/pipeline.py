@@ -11,7 +11,8 @@ substituted, deleted or given a word after them (EDIT_RATES), each placed in a r
 file (planted.json). Recall is over the planted pairs whose two documents both passed the filters,
 and the target counts the near copies of 5-gram Jaccard similarity >= NEAR_JACCARD; precision counts
 a dropped document as right when it is a planted copy, or when its Jaccard similarity with another
-document of its component is at least NATURAL_JACCARD (real text has duplicates of its own).
+document of its component is at least NATURAL_JACCARD (real text has duplicates of its own). The
+report also gives the config's `dedup.min_similarity` and how many LSH band edges it turned down.
 
 Ours runs on a Ray head this script starts (`--cpus` CPUs, an object store of `--object-store-gb`).
 Per stage it reports the wall time, the CPU seconds of the head's processes and the driver, docs/s
@@ -61,7 +62,7 @@ NEAR_RATE = 0.05
 EDIT_RATES = (0.005, 0.01, 0.02)  # share of a near copy's words edited
 NATURAL_JACCARD = 0.7
 # The near copies the recall target counts: 20 bands x 13 rows find a pair of Jaccard similarity s with
-# probability 1 - (1 - s^13)^20, 0.92 at 0.85 and 0.5 at 0.79; pairs below are reported apart.
+# probability 1 - (1 - s^13)^20, 0.92 at 0.85 and 0.5 at 0.77; pairs below are reported apart.
 NEAR_JACCARD = 0.85
 FILE_MB = 64  # text per input file
 SAMPLE_S = 0.5
@@ -457,7 +458,16 @@ def dedup_quality(folder: Path, planted: list[dict[str, Any]]) -> dict[str, Any]
             natural += 1
         else:
             false.append(similar)
-    return {"recall": dict(recall), "dropped": len(dropped), "natural": natural, "false": sorted(false)}
+    # The buckets stage's last progress line has the totals.
+    dissimilar = re.findall(r"^\[buckets\] .*dissimilar=([\d,]+)", (folder / "ours.log").read_text(), re.M)
+    return {
+        "recall": dict(recall),
+        "dropped": len(dropped),
+        "natural": natural,
+        "false": sorted(false),
+        "min_similarity": cfg.dedup.min_similarity,
+        "dissimilar": int(dissimilar[-1].replace(",", "")) if dissimilar else 0,
+    }
 
 
 # Runs inside the datatrove environment: argv = corpus folder, work folder, workers, lid model file.
@@ -650,15 +660,20 @@ def report_ours(stages: Stats, spilled: float, inputs: dict[str, tuple[int, floa
 
 def report_dedup(quality: dict[str, Any]) -> None:
     print("\ndedup against the planted copies (pairs whose two documents both passed the filters):")
+    print(
+        f"  LSH candidates verified at min_similarity {quality['min_similarity']}: "
+        f"{quality['dissimilar']:,} band edges turned down"
+    )
     for key, (hit, n) in sorted(quality["recall"].items()):
         print(f"  recall {key}: {hit / max(n, 1):.4f} ({hit:,} of {n:,})")
     hit, n = quality["recall"].get(f"near, Jaccard >= {NEAR_JACCARD}", (0, 0))
     print(f"  near-duplicate recall (Jaccard >= {NEAR_JACCARD}) {hit / max(n, 1):.4f} (target >= 0.95)")
     d, false = quality["dropped"], quality["false"]
+    best = f" (their best Jaccard: {', '.join(f'{j:.2f}' for j in false)})" if false else ""
     print(
         f"  dropped {d:,}: planted {d - quality['natural'] - len(false):,}, natural duplicates "
         f"(5-gram Jaccard >= {NATURAL_JACCARD} with a document of their component) {quality['natural']:,}, "
-        f"neither {len(false):,} (their best Jaccard: {', '.join(f'{j:.2f}' for j in false)}): "
+        f"neither {len(false):,}{best}: "
         f"precision {(d - len(false)) / max(d, 1):.4f} (target >= 0.99)"
     )
 

@@ -27,8 +27,10 @@ def _model() -> fasttext.FastText._FastText:
 
 def identify(text: str) -> tuple[str, float]:
     """The most likely ISO 639-1 code of `text` and its probability."""
-    # fastText reads one line; it was trained on text without line breaks.
-    labels, scores = _model().predict(" ".join(text.split()), k=1)
+    # fastText reads one line, so line breaks become spaces, as datatrove's language filter does. Only
+    # those: fastText splits words at ASCII whitespace alone, and `str.split` would also split at a
+    # no-break space, which changes the words fastText sees and so its scores.
+    labels, scores = _model().predict(text.replace("\n", " "), k=1)
     if not labels:
         return "und", 0.0
     return labels[0].removeprefix("__label__"), float(scores[0])

@@ -104,6 +104,11 @@ class WorkDir:
     def signatures_done(self, pid: str) -> Path:
         return self.root / "dedup" / "sig" / pid / _DONE
 
+    def minhashes(self, index: int) -> Path:
+        """The MinHash signatures of partition number `index`, a row per document: named by the index,
+        the partition's part of a node id, as the bucket tasks look nodes up."""
+        return self.root / "dedup" / "minhash" / f"{index:06d}.npy"
+
     def bucket_signatures(self, bucket: int) -> list[Path]:
         """The signature files of every partition for one bucket partition."""
         return sorted((self.root / "dedup" / "sig").glob(f"*/{_bucket_file(bucket)}"))

@@ -47,7 +47,7 @@ def run(cfg: DataConfig, verbose: bool = False) -> Path:
         print(f"[filter] warning: optional source {name!r} has no input, runs without it: {why}", flush=True)
     buckets = bucket_partitions(cfg.dedup, sum(s["kept_docs"] for s in filtered.values()))
     run_on_ray(signature_stage(cfg.dedup, work, parts, buckets))
-    run_on_ray(bucket_stage(work, buckets))
+    run_on_ray(bucket_stage(work, buckets, cfg.dedup))
     if work.dropped.exists():
         print("[components] done before", flush=True)
     else:

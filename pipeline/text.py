@@ -14,6 +14,7 @@ import itertools
 import json
 import re
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 from re import _constants, _parser  # the parse tree of the rules' regexes, for their edge characters
 from typing import Any
@@ -94,14 +95,39 @@ def _edge_ranges(items: Any, last: bool) -> tuple[_Ranges, bool]:
     return ranges, True
 
 
+def _alternatives(parsed: Any) -> list[Any]:
+    """The top-level alternatives of a parsed pattern (itself, if it has none)."""
+    return parsed[0][1][1] if len(parsed) == 1 and parsed[0][0] is _constants.BRANCH else [parsed]
+
+
 def _anchored(parsed: Any, last: bool) -> bool:
     """Whether every alternative of the pattern starts with `^` (or ends with `$`, `last`), as spaCy
     builds its prefix (and suffix) patterns: then a match starts at the chunk's first character (or
     ends at its last)."""
-    branch = parsed[0][1][1] if len(parsed) == 1 and parsed[0][0] is _constants.BRANCH else [parsed]
     edge = -1 if last else 0
     at = _constants.AT_END if last else _constants.AT_BEGINNING
-    return all(len(alt) and alt[edge] == (_constants.AT, at) for alt in branch)
+    return all(len(alt) and alt[edge] == (_constants.AT, at) for alt in _alternatives(parsed))
+
+
+def _suffix_reach(pattern: str) -> tuple[int | None, re.Pattern | None]:
+    r"""For a suffix pattern anchored at the chunk's end: the most characters that its alternatives of
+    bounded width match (a match of one starts that close to the end), and the class of the characters
+    its unbounded alternatives (spaCy's `\.\.+$`) can end with (None if it has none). A reach of None:
+    no bound is known, the whole chunk is searched."""
+    parsed = _parser.parse(pattern)
+    if not _anchored(parsed, last=True) or parsed.state.flags & re.IGNORECASE:
+        return None, None
+    reach, ends = 0, []
+    for alt in _alternatives(parsed):
+        width = _parser.SubPattern(parsed.state, alt).getwidth()[1]
+        if width < _constants.MAXREPEAT:
+            reach = max(reach, width)
+            continue
+        ranges, empty = _edge_ranges(alt, last=True)
+        if ranges is None or empty:
+            return None, None
+        ends += ranges
+    return reach, _ranges_class(ends) if ends else None
 
 
 def _edge_class(pattern: str, last: bool, anchored: bool = False) -> re.Pattern | None:
@@ -114,6 +140,10 @@ def _edge_class(pattern: str, last: bool, anchored: bool = False) -> re.Pattern 
         return None
     if anchored and not _anchored(parsed, last):
         return None
+    return _ranges_class(ranges)
+
+
+def _ranges_class(ranges: list[tuple[int, int]]) -> re.Pattern:
     return re.compile("[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in ranges) + "]")
 
 
@@ -127,28 +157,38 @@ class WordSplitter:
 
     def __init__(self, lang: str):
         rules = _rules()["languages"][lang]
-        self.find_prefix = re.compile(rules["prefix"]).search
+        prefix = re.compile(rules["prefix"])
+        # Every alternative starts with `^`: a match starts at 0, and `match` skips trying the rest.
+        self.find_prefix = (
+            prefix.match if _anchored(_parser.parse(rules["prefix"]), last=False) else prefix.search
+        )
         self.find_suffix = re.compile(rules["suffix"]).search
-        self.find_infixes = re.compile(rules["infix"]).finditer
+        infix = re.compile(rules["infix"])
+        self.find_infixes, self.match_infix = infix.finditer, infix.match
         # Most chunks hold no character that can start a prefix or an infix, or end a suffix: those skip
         # the (slow, unanchored) regexes.
         self.prefix_first = _edge_class(rules["prefix"], last=False, anchored=True)
         self.suffix_last = _edge_class(rules["suffix"], last=True, anchored=True)
         self.infix_first = _edge_class(rules["infix"], last=False)
+        # A suffix starts at most `suffix_reach` characters before the chunk's end, unless the chunk ends
+        # in a character that an unbounded suffix can end with: only that tail is searched.
+        self.suffix_reach, self.long_suffix_last = _suffix_reach(rules["suffix"])
         self.token_match = re.compile(rules["token_match"]).match if rules["token_match"] else None
         self.url_match = re.compile(rules["url_match"]).match
         self.specials: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in rules["specials"].items()}
         self.sentence_punct = frozenset(_rules()["sentence_punct"])
         # Special cases that the affix rules split apart are merged back after them (spaCy's special
-        # matcher), when their pieces touch: by first piece, longest first.
-        self.merges: dict[str, list[tuple[tuple[str, ...], tuple[str, ...]]]] = {}
+        # matcher), when their pieces touch: by their first two pieces (the one, for one piece), longest
+        # first; `merge_starts` holds every first piece.
+        self.merges: dict[tuple[str, ...], list[tuple[tuple[str, ...], tuple[str, ...]]]] = {}
         for key, orths in self.specials.items():
             affixed = self.find_prefix(key) or self.find_suffix(key) or any(self.find_infixes(key))
             if affixed and not any(c.isspace() for c in key):
                 pieces = tuple(self._affix_tokens(key, specials=False))
-                self.merges.setdefault(pieces[0], []).append((pieces, orths))
+                self.merges.setdefault(pieces[:2], []).append((pieces, orths))
         for candidates in self.merges.values():
             candidates.sort(key=lambda c: -len(c[0]))
+        self.merge_starts = frozenset(start for start, *_ in self.merges)
         # Per chunk seen: its tokens, and (once a sentence is counted on it) their kinds.
         self._tokens: dict[str, tuple[str, ...]] = {}
         self._token_kinds: dict[str, str] = {}
@@ -205,15 +245,31 @@ class WordSplitter:
         return self.find_prefix(chunk)
 
     def _suffix(self, chunk: str) -> re.Match | None:
-        if self.suffix_last and not self.suffix_last.match(chunk, len(chunk) - 1):
+        last = len(chunk) - 1
+        if self.suffix_last and not self.suffix_last.match(chunk, last):
             return None
-        return self.find_suffix(chunk)
+        long_suffix = self.long_suffix_last is not None and self.long_suffix_last.match(chunk, last)
+        if self.suffix_reach is None or long_suffix:
+            return self.find_suffix(chunk)
+        # Lookbehinds still see the characters before the searched tail.
+        return self.find_suffix(chunk, max(0, len(chunk) - self.suffix_reach))
+
+    def _infixes(self, chunk: str) -> Iterator[re.Match]:
+        """The infixes in `chunk`, as `finditer` finds them. Where a match can only start with one of
+        the characters of `infix_first` (it is then never empty), the regex is tried only there."""
+        if self.infix_first is None:
+            yield from self.find_infixes(chunk)
+            return
+        pos = 0
+        while candidate := self.infix_first.search(chunk, pos):
+            match = self.match_infix(chunk, candidate.start())  # lookbehinds see the whole chunk
+            if match:
+                yield match
+            pos = match.end() if match else candidate.start() + 1
 
     def _infix_split(self, chunk: str) -> list[str]:
-        if self.infix_first and not self.infix_first.search(chunk):
-            return [chunk]
         tokens, start = [], 0
-        for match in self.find_infixes(chunk):
+        for match in self._infixes(chunk):
             if match.start() == 0:  # an infix at the very start splits nothing
                 continue
             if match.start() != start:
@@ -229,15 +285,23 @@ class WordSplitter:
         out: list[str] = []
         i = 0
         while i < len(tokens):
-            for pieces, orths in self.merges.get(tokens[i], ()):
-                if tuple(tokens[i : i + len(pieces)]) == pieces:
-                    out.extend(orths)
-                    i += len(pieces)
-                    break
-            else:
+            merge = self._merge_at(tokens, i) if tokens[i] in self.merge_starts else None
+            if merge is None:
                 out.append(tokens[i])
                 i += 1
+            else:
+                out.extend(merge[1])
+                i += len(merge[0])
         return tuple(out)
+
+    def _merge_at(self, tokens: list[str], i: int) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """The longest special case whose pieces start at `tokens[i]`, if any."""
+        # Special cases of two or more pieces first: they are the longer ones.
+        for key in {tuple(tokens[i : i + 2]): None, (tokens[i],): None}:  # one key at the last token
+            for pieces, orths in self.merges.get(key, ()):
+                if tuple(tokens[i : i + len(pieces)]) == pieces:
+                    return pieces, orths
+        return None
 
     def _kinds(self, tokens: tuple[str, ...]) -> str:
         """Per token: S sentence punctuation, P other punctuation, W anything else."""
@@ -259,7 +323,7 @@ class WordSplitter:
     def chunk_tokens(self, chunk: str) -> tuple[str, ...]:
         """The tokens of one whitespace-free chunk: affix rules, then the special cases they split."""
         tokens = self._affix_tokens(chunk)
-        merges = len(tokens) > 1 and not self.merges.keys().isdisjoint(tokens)
+        merges = len(tokens) > 1 and not self.merge_starts.isdisjoint(tokens)
         return self._merge_specials(tokens) if merges else tuple(tokens)
 
     def _simple_tokens(self, chunk: str) -> tuple[str, ...] | None:

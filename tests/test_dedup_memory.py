@@ -1,6 +1,7 @@
 """Dedup memory does not grow with a duplicate cluster: one boilerplate page repeated N times (and near
 copies of it) deduplicates to one copy, and no bucket or components task holds more than a bound set by
-the partition sizes, for a cluster four times larger as for the smaller one.
+the partition sizes, for a cluster four times larger as for the smaller one. Documents that share a band
+key with the page but not enough of its signature stay (the bucket task verifies every band edge).
 
 A task's memory is measured as its peak of numpy allocations (tracemalloc traces numpy's buffers), the
 arrays that hold keys, nodes and pairs: what the old design held a whole cluster in."""
@@ -18,7 +19,7 @@ import pytest
 
 from pipeline import dedup
 from pipeline.config import DedupConfig
-from pipeline.dedup import BAND, EXACT, SIG_SCHEMA, node_id
+from pipeline.dedup import BAND, EXACT, SIG_SCHEMA, STORED_MINHASH, node_id
 from pipeline.layout import WorkDir
 from pipeline.stage import Stage
 
@@ -26,32 +27,48 @@ CFG = DedupConfig(rows_per_bucket_partition=150_000, edges_per_component_partiti
 DOCS_PER_PARTITION = 10_000
 UNIQUE_DOCS = 10_000
 NEAR_SHARED_BANDS = 8  # a near copy shares these bands with the page, the others are its own
+COLLIDING_DOCS = 1_000  # share one band with the page, and no more of its signature
 
 
 def plant(work: WorkDir, copies: int, seed: int) -> tuple[int, int]:
-    """Signatures of `copies` exact copies of one page, `copies // 4` near copies of it and UNIQUE_DOCS
-    other documents, in shuffled order over input partitions; returns (bucket partitions, the page's
-    first node)."""
+    """Signatures of `copies` exact copies of one page, `copies // 4` near copies of it, COLLIDING_DOCS
+    documents that collide with it on one band and UNIQUE_DOCS others, in shuffled order over input
+    partitions; returns (bucket partitions, the page's first node). A near copy's stored signature
+    differs from the page's in one value of each band it does not share (similarity 0.95); only the
+    page's copies share a signature digest, so its keys of copies alone need no comparison."""
     rng = np.random.default_rng(seed)
     near = copies // 4
-    docs = copies + near + UNIQUE_DOCS
+    docs = copies + near + COLLIDING_DOCS + UNIQUE_DOCS
     order = rng.permutation(docs)  # doc d sits at position order[d]
     nodes = node_id(order // DOCS_PER_PARTITION, order % DOCS_PER_PARTITION).astype(np.int64)
-    bands = CFG.bands
+    bands, r = CFG.bands, CFG.rows
     keys = rng.integers(-(2**63), 2**63 - 1, size=(docs, bands + 1), dtype=np.int64)
     page = rng.integers(-(2**63), 2**63 - 1, size=bands + 1, dtype=np.int64)
     keys[:copies] = page
-    keys[copies : copies + near, 1 : 1 + NEAR_SHARED_BANDS] = page[1 : 1 + NEAR_SHARED_BANDS]
+    near_docs, colliding = slice(copies, copies + near), slice(copies + near, copies + near + COLLIDING_DOCS)
+    keys[near_docs, 1 : 1 + NEAR_SHARED_BANDS] = page[1 : 1 + NEAR_SHARED_BANDS]
+    keys[colliding, bands] = page[bands]
+    minhashes = rng.integers(0, 2**16, size=(docs, bands * r), dtype=STORED_MINHASH)
+    own = minhashes[near_docs, NEAR_SHARED_BANDS * r :: r].copy()
+    minhashes[:copies] = minhashes[near_docs] = minhashes[0]
+    minhashes[near_docs, NEAR_SHARED_BANDS * r :: r] = own
+    minhashes[colliding, (bands - 1) * r :] = minhashes[0, (bands - 1) * r :]
+    digests = rng.integers(-(2**31), 2**31 - 1, size=docs, dtype=np.int32)
+    digests[:copies] = digests[0]
     kinds = np.array([EXACT] + [BAND] * bands, dtype=np.int8)
     buckets = dedup.bucket_partitions(CFG, docs)
     part = order // DOCS_PER_PARTITION
     for p in np.unique(part):
         rows = np.flatnonzero(part == p)
+        stored = np.empty((len(rows), minhashes.shape[1]), dtype=STORED_MINHASH)
+        stored[order[rows] % DOCS_PER_PARTITION] = minhashes[rows]
+        dedup.write_minhashes(work, int(p), stored)
         sig = pa.table(
             {
                 "kind": np.tile(kinds, len(rows)),
                 "key": keys[rows].ravel(),
                 "node": np.repeat(nodes[rows], bands + 1),
+                "digest": np.repeat(digests[rows], bands + 1),
             },
             schema=SIG_SCHEMA,
         )
@@ -73,7 +90,7 @@ def dedup_measured(work: WorkDir, buckets: int) -> dict[str, int]:
             tracemalloc.stop()
 
     for bucket in range(buckets):
-        measured("buckets", lambda b: dedup.bucket_partition(b, work), bucket)
+        measured("buckets", lambda b: dedup.bucket_partition(b, work, CFG), bucket)
 
     def runner(stage: Stage) -> None:
         kind = stage.name.split("(")[-1].rstrip(")")  # scatter, small-star, large-star, components roots
@@ -100,10 +117,12 @@ def test_a_page_repeated_many_times_dedups_in_bounded_memory(tmp_path: Path):
         assert reasons.count("exact_dup") == copies - 1 and reasons.count("near_dup") == near
     small, large = peaks.values()
     # A task holds the distinct keys (or nodes) of its partition and a batch of rows, in a few arrays of
-    # 8-byte values: the bound depends on the partition sizes and the batch, not on the cluster. Only how
-    # full the batches are differs between the two corpora: one batch of arrays of slack.
+    # 8-byte values, and a bucket task the stored signatures of VERIFY_ROWS pairs (two arrays of 2-byte
+    # values and their comparison): the bound depends on the partition sizes and the batches, not on the
+    # cluster. Only how full the batches are differs between the two corpora: one batch of slack.
     batch = 48 * dedup.BATCH_ROWS
-    bound = 32 * (CFG.rows_per_bucket_partition + CFG.edges_per_component_partition) + batch
+    verify = 5 * dedup.VERIFY_ROWS * CFG.bands * CFG.rows
+    bound = 32 * (CFG.rows_per_bucket_partition + CFG.edges_per_component_partition) + batch + verify
     for stage in small:
         assert large[stage] <= bound, (stage, large[stage], bound)
         assert large[stage] <= small[stage] + batch, (stage, small[stage], large[stage])

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
+import re
 from collections import Counter
 from typing import get_args
 
@@ -29,6 +31,7 @@ from pipeline.config import (
 )
 from pipeline.dedup import minhash
 from pipeline.filters import (
+    _DATA_TOKEN_RE,
     FILTERS,
     C4QualityFilter,
     CodeFilter,
@@ -36,10 +39,12 @@ from pipeline.filters import (
     GopherQualityFilter,
     GopherRepetitionFilter,
     LangIdFilter,
+    _alnum_chars,
     _NGrams,
     build_chain,
     run_chain,
 )
+from pipeline.langid import identify
 from pipeline.mix import copies, in_valid, mixing_rates, target_shares
 from pipeline.sources import READERS
 from pipeline.text import (
@@ -47,6 +52,7 @@ from pipeline.text import (
     RULES_PATH,
     WordSplitter,
     _edge_class,
+    _suffix_reach,
     count_sentences,
     normalize_for_dedup,
     split_words,
@@ -193,6 +199,18 @@ def test_code_filter_rules():
     )
 
 
+def test_code_filter_counts_match_their_plain_definitions():
+    # The data-token regex is rewritten to start with one character class, and alphanumerics are counted
+    # in bytes where the text is ASCII: both must count what the plain definitions count.
+    plain_data = re.compile(r"0[xX][0-9a-fA-F]+|-?\d[\d.eE+-]*|\"[^\"\n]{0,20}\"")
+    rng = random.Random(0)
+    alphabet = '0123456789-xXaAfFeE.+"\n é١٢Ⅻ_'  # Arabic-Indic digits, a Roman numeral, an accent
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        assert _DATA_TOKEN_RE.findall(text) == plain_data.findall(text), text
+        assert _alnum_chars(text) == sum(c.isalnum() for c in text), text
+
+
 HELD_OUT = {
     "en": "The committee will meet again next week to discuss the budget for the new sports hall.",
     "de": "Der Ausschuss trifft sich nächste Woche wieder, um über das Budget der neuen Sporthalle zu reden.",
@@ -214,6 +232,15 @@ def test_langid_recognises_languages_and_drops_out_of_scope(lang):
     assert d.lang == lang and d.lang_score > 0.65
     assert decision.kept == (lang not in ("pl", "fi"))
     assert decision.rule == (None if decision.kept else "wrong_language")
+
+
+def test_langid_reads_text_as_datatrove_hands_it_to_fasttext():
+    # Line breaks become spaces; a no-break space stays inside its word (fastText splits at ASCII
+    # whitespace only), so three of them lower the score below the threshold, as in datatrove.
+    text = HELD_OUT["en"]
+    assert identify(text.replace(" ", "\n", 3)) == identify(text)
+    lang, score = identify(text.replace(" ", "\u00a0", 3))
+    assert lang == "en" and score < 0.65 < identify(text)[1]
 
 
 def test_minhash_estimates_jaccard_of_word_5grams():
@@ -393,10 +420,11 @@ def test_word_shortcuts_agree_with_the_full_rules():
         short = {c: rules._simple_tokens(c) for c in chunks}
         assert sum(t is not None for t in short.values()) > len(chunks) / 2
         assert {c: t for c, t in short.items() if t is not None and t != rules.chunk_tokens(c)} == {}
-        # The edge-character prechecks that skip the affix regexes change no chunk's tokens either.
-        assert rules.suffix_last is not None
+        # The edge-character prechecks that skip the affix regexes, and the suffix search limited to
+        # the chunk's tail, change no chunk's tokens either.
+        assert rules.suffix_last is not None and rules.suffix_reach is not None
         full = WordSplitter(lang)
-        full.prefix_first = full.suffix_last = full.infix_first = None
+        full.prefix_first = full.suffix_last = full.infix_first = full.suffix_reach = None
         rest = [c for c, t in short.items() if t is None]
         assert [c for c in rest if rules.chunk_tokens(c) != full.chunk_tokens(c)] == []
 
@@ -415,15 +443,24 @@ def test_edge_class_bounds_what_a_match_can_start_or_end_with():
     assert _edge_class(r"(?i)a$", last=True) is None
 
 
+def test_suffix_reach_bounds_where_a_suffix_starts():
+    reach, long_last = _suffix_reach(r"(?<=[0-9])(?:km|mi)$|\.\.+$|[x-z]?c$|'s$")
+    assert reach == 2 and {c for c in ".ckms" if long_last.fullmatch(c)} == {"."}
+    assert _suffix_reach(r"(?<=[0-9])km$|c$") == (2, None)
+    # Unanchored, or an unbounded alternative that can end in any character: no bound.
+    assert _suffix_reach(r"km$|c") == (None, None)
+    assert _suffix_reach(r"km$|\w+$") == (None, None)
+
+
 def test_ngram_ids_follow_counter_and_bound_the_greedy_scan():
     rng = np.random.default_rng(0)
     for _ in range(200):
         words = [str(w) for w in rng.choice(["a", "b", "ab", "c", "bc", "x"], size=rng.integers(10, 80))]
         ngrams = _NGrams(words)
-        for n in (2, 3, 4):
+        for n in (1, 2, 3, 4):
             gram, count = Counter(zip(*(words[i:] for i in range(n)), strict=False)).most_common(1)[0]
             assert ngrams.top_chars(n) == (len(" ".join(gram))) * count
-        for n in range(5, 8):
+        for n in (1, 2, 5, 6, 7):
             tuples = list(zip(*(words[i:] for i in range(n)), strict=False))
             covered = {j for i, g in enumerate(tuples) if g in tuples[:i] for j in range(i, i + n)}
             assert ngrams.repeated_cover(n) == sum(len(words[j]) for j in covered)

@@ -149,7 +149,7 @@ def test_dedup_stages_are_partition_independent(tmp_path):
         for p in picked:
             signature_partition(p, cfg.dedup, work, buckets)
         for j in range(buckets):
-            bucket_partition(j, work)
+            bucket_partition(j, work, cfg.dedup)
         components(work)
         dedup = Path(cfg.work_dir) / "dedup"
         results.append(pq.read_table(dedup / "dropped").sort_by("node").to_pylist())
