@@ -32,7 +32,7 @@ from pipeline.mix import doc_counts
 from pipeline.plan import Partition
 from pipeline.stage import Stage, partition_stage
 from pipeline.storage import write_table
-from pipeline.text import PUNCTUATION_RE
+from pipeline.text import DELETE_ASCII_PUNCTUATION, PUNCTUATION_RE
 
 if TYPE_CHECKING:
     from lm_eval.api.task import Task
@@ -56,7 +56,10 @@ _BASE = np.uint64(0x9E3779B97F4A7C15)
 
 def normalize_words(text: str) -> list[str]:
     """lm-eval's decontamination normalisation: lowercase, delete punctuation, split on whitespace."""
-    return PUNCTUATION_RE.sub("", text.lower()).split()  # lm-eval's Janitor deletes it
+    text = text.lower()
+    if text.isascii():
+        return text.translate(DELETE_ASCII_PUNCTUATION).split()
+    return PUNCTUATION_RE.sub("", text).split()  # lm-eval's Janitor deletes it
 
 
 def window_hashes(ids: np.ndarray, length: int) -> np.ndarray:

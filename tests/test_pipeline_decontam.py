@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,6 +16,7 @@ from pipeline.layout import WorkDir
 from pipeline.plan import Partition
 from pipeline.stage import run_in_process
 from pipeline.storage import FILTERED_SCHEMA, write_table
+from pipeline.text import PUNCTUATION_RE
 
 ITEMS = Path(__file__).resolve().parents[1] / "data" / "eval" / "stablelm2_gen"
 LONG = (
@@ -109,3 +111,12 @@ def test_contaminated_corpus_is_split_counted_and_resumed(tmp_path, capsys):
 
 def _test_items(lang: str) -> list[str]:
     return (ITEMS / f"{lang}_test.jsonl").read_text(encoding="utf-8").splitlines()
+
+
+def test_normalize_words_ascii_path_is_the_regex_path():
+    rng = random.Random(2)
+    ascii_chars = [chr(i) for i in range(128)]
+    texts = ["".join(ascii_chars), *("".join(rng.choices(ascii_chars, k=300)) for _ in range(300))]
+    texts += ["Ça coûte 3,50 € — «vraiment»?", "The \u212a sign lowers to ASCII k: it's fine."]
+    for text in texts:
+        assert normalize_words(text) == PUNCTUATION_RE.sub("", text.lower()).split()

@@ -17,7 +17,9 @@ from typing import get_args
 
 import numpy as np
 import pytest
+import xxhash
 
+from pipeline import dedup
 from pipeline.config import (
     C4Config,
     CodeConfig,
@@ -55,6 +57,7 @@ from pipeline.text import (
     _suffix_reach,
     count_sentences,
     normalize_for_dedup,
+    normalize_unicode,
     split_words,
     splitter,
 )
@@ -254,6 +257,32 @@ def test_minhash_estimates_jaccard_of_word_5grams():
     assert abs(agreement - jaccard) < 0.1
     other = normalize_for_dedup(" ".join(reversed(SENTENCES)) + " " + HELD_OUT["en"])
     assert np.mean(minhash(a, cfg) == minhash(other, cfg)) < 0.6
+
+
+def test_minhash_is_the_definition_over_distinct_shingles():
+    """(a*x + b) mod 2^61-1 with the product wrapping at 2^64, the minimum over the distinct word 5-grams:
+    computed with Python integers, over more shingles than one block and with repeated ones."""
+    cfg = DedupConfig()
+    rng = random.Random(3)
+    words = [f"w{rng.randrange(400)}" for _ in range(700)]
+    text = " ".join(words + words[:50])
+    tokens = text.split()
+    grams = {" ".join(tokens[i : i + 5]) for i in range(len(tokens) - 4)}
+    x = [xxhash.xxh64_intdigest(g.encode()) for g in grams]
+    a, b = (v.tolist() for v in dedup._permutations(cfg.bands * cfg.rows, cfg.seed))
+    p, wrap = (1 << 61) - 1, (1 << 64) - 1
+    expected = [min(((ai * xi + bi) & wrap) % p for xi in x) for ai, bi in zip(a, b, strict=True)]
+    assert minhash(text, cfg).tolist() == expected
+    assert len(grams) > dedup.SHINGLE_BLOCK
+
+
+def test_normalize_for_dedup_ascii_path_is_the_unicode_path():
+    rng = random.Random(5)
+    ascii_chars = [chr(i) for i in range(128)]
+    texts = ["".join(ascii_chars), *("".join(rng.choices(ascii_chars, k=200)) for _ in range(200))]
+    texts += ["Ünïcödé ½ text — with «marks» and ٣ digits", GOOD, HELD_OUT["en"]]
+    for text in texts:
+        assert normalize_for_dedup(text) == normalize_unicode(text)
 
 
 def test_validation_and_mixing_draws_are_deterministic_and_calibrated():
