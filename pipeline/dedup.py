@@ -31,15 +31,14 @@ import xxhash
 from common.files import atomic_write, read_json, write_json
 from pipeline.config import DedupConfig
 from pipeline.layout import ComponentsDir, WorkDir
+from pipeline.minhash import permutations
+from pipeline.minhash import signature as minhash_signature
 from pipeline.plan import Partition
 from pipeline.stage import Runner, Stage, run_in_process
 from pipeline.storage import ParquetSink, write_table
 from pipeline.text import normalize_for_dedup
 
-MERSENNE = np.uint64((1 << 61) - 1)
 EXACT, BAND = 0, 1
-# Shingles hashed at a time: a block's (shingles x permutations) uint64 arrays stay in the L2 cache.
-SHINGLE_BLOCK = 256
 # `digest`: a hash of the document's whole signature, so that a key whose documents all have the same
 # signature needs no comparison (0 when nothing is verified).
 SIG_SCHEMA = pa.schema(
@@ -63,46 +62,9 @@ def node_range(part_index: int) -> tuple[int, int]:
     return part_index << 32, (part_index + 1) << 32
 
 
-@functools.cache
-def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    # (a*x + b) mod p with the product wrapping at 2^64, as datatrove does: exact arithmetic would keep
-    # the order of small x for every permutation, and the signatures would be correlated.
-    a = rng.integers(1, int(MERSENNE), num_perm, dtype=np.uint64)
-    b = rng.integers(0, int(MERSENNE), num_perm, dtype=np.uint64)
-    return a, b
-
-
 def minhash(normalized: str, cfg: DedupConfig) -> np.ndarray:
     """MinHash signature (bands * rows values) of the word n-gram shingles of normalized text."""
-    words = normalized.split()
-    n = cfg.ngram
-    grams = {" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))}  # a repeat moves no min
-    shingles = np.fromiter(
-        (xxhash.xxh64_intdigest(g.encode()) for g in grams), dtype=np.uint64, count=len(grams)
-    )
-    a, b = _permutations(cfg.bands * cfg.rows, cfg.seed)
-    sig = np.full(len(a), MERSENNE, dtype=np.uint64)
-    hashed = np.empty((min(SHINGLE_BLOCK, len(shingles)), len(a)), dtype=np.uint64)
-    high = np.empty_like(hashed)
-    for start in range(0, len(shingles), SHINGLE_BLOCK):
-        block = shingles[start : start + SHINGLE_BLOCK, None]
-        h, hi = hashed[: len(block)], high[: len(block)]
-        np.multiply(block, a, out=h)
-        h += b
-        np.minimum(sig, _mod_mersenne(h, hi).min(axis=0), out=sig)
-    return sig
-
-
-def _mod_mersenne(h: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """h mod 2^61-1 in place, without a division: 2^61 = 1 (mod 2^61-1), so h = high * 2^61 + low is
-    high + low, at most 2^61 + 6, which needs one subtraction in the rare case it reaches 2^61-1."""
-    np.right_shift(h, np.uint64(61), out=high)
-    h &= MERSENNE
-    h += high
-    if h.max() >= MERSENNE:
-        h[h >= MERSENNE] -= MERSENNE
-    return h
+    return minhash_signature(normalized, cfg.ngram, *permutations(cfg.bands * cfg.rows, cfg.seed))
 
 
 def band_keys(sig: np.ndarray, cfg: DedupConfig) -> list[int]:

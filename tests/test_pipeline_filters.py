@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import xxhash
 
-from pipeline import dedup
 from pipeline.config import (
     C4Config,
     CodeConfig,
@@ -47,6 +46,7 @@ from pipeline.filters import (
     run_chain,
 )
 from pipeline.langid import identify
+from pipeline.minhash import permutations
 from pipeline.mix import copies, in_valid, mixing_rates, target_shares
 from pipeline.sources import READERS
 from pipeline.text import (
@@ -260,20 +260,21 @@ def test_minhash_estimates_jaccard_of_word_5grams():
 
 
 def test_minhash_is_the_definition_over_distinct_shingles():
-    """(a*x + b) mod 2^61-1 with the product wrapping at 2^64, the minimum over the distinct word 5-grams:
-    computed with Python integers, over more shingles than one block and with repeated ones."""
+    """xxHash64 of each word 5-gram, (a*x + b) mod 2^61-1 with the product wrapping at 2^64, the minimum
+    over the 5-grams: computed with the xxhash package and Python integers, over words of every UTF-8
+    length (xxHash64 reads 32-, 8-, 4- and 1-byte pieces), repeated 5-grams, and texts shorter than one."""
     cfg = DedupConfig()
     rng = random.Random(3)
-    words = [f"w{rng.randrange(400)}" for _ in range(700)]
-    text = " ".join(words + words[:50])
-    tokens = text.split()
-    grams = {" ".join(tokens[i : i + 5]) for i in range(len(tokens) - 4)}
-    x = [xxhash.xxh64_intdigest(g.encode()) for g in grams]
-    a, b = (v.tolist() for v in dedup._permutations(cfg.bands * cfg.rows, cfg.seed))
+    letters = "abcdefghijklmnopqrstuvwxyzéßü中文"
+    words = ["".join(rng.choices(letters, k=rng.randrange(1, 16))) for _ in range(300)]
+    a, b = (v.tolist() for v in permutations(cfg.bands * cfg.rows, cfg.seed))
     p, wrap = (1 << 61) - 1, (1 << 64) - 1
-    expected = [min(((ai * xi + bi) & wrap) % p for xi in x) for ai, bi in zip(a, b, strict=True)]
-    assert minhash(text, cfg).tolist() == expected
-    assert len(grams) > dedup.SHINGLE_BLOCK
+    for text in (" ".join(words + words[:50]), "", "one", "two words", "a b c d", "a b c d e"):
+        tokens = text.split()
+        grams = {" ".join(tokens[i : i + 5]) for i in range(max(1, len(tokens) - 4))}
+        x = [xxhash.xxh64_intdigest(g.encode()) for g in grams]
+        expected = [min(((ai * xi + bi) & wrap) % p for xi in x) for ai, bi in zip(a, b, strict=True)]
+        assert minhash(text, cfg).tolist() == expected, text[:40]
 
 
 def test_normalize_for_dedup_ascii_path_is_the_unicode_path():
