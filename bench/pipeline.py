@@ -41,6 +41,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,14 +219,20 @@ def write_config(folder: Path) -> Path:
     return path
 
 
+def is_ray_worker(cmdline: list[str]) -> bool:
+    """A process that runs Ray tasks: Ray titles it `ray::IDLE` or `ray::<task>`; its agents are not."""
+    title = cmdline[0] if cmdline else ""
+    return title.startswith("ray::") and not title.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent"))
+
+
 class Sampler:
     """Sampled in a thread every SAMPLE_S, and handed out per stage by `take`: the peak RSS of the largest
     Ray worker and of the driver, and the CPU seconds of every process of the Ray head and the driver
     (per-core rates from CPU time hold on a machine that other jobs share)."""
 
-    def __init__(self, head: psutil.Process, worker_mark: str = ""):
-        # A worker is a process under `head` whose command line has `worker_mark` (any, if empty).
-        self.head, self.driver, self.worker_mark = head, None, worker_mark
+    def __init__(self, head: psutil.Process, is_worker: Callable[[list[str]], bool] = lambda cmdline: True):
+        # A worker is a process under `head` whose command line `is_worker` accepts.
+        self.head, self.driver, self.is_worker = head, None, is_worker
         self.worker_peak = self.driver_peak = 0
         self.cpu_s = 0.0
         self.seen: dict[int, float] = {}  # pid -> CPU seconds at the last sample
@@ -245,7 +252,7 @@ class Sampler:
                     rss = proc.memory_info().rss
                     if proc is self.driver:
                         driver = rss
-                    elif proc is not self.head and any(self.worker_mark in p for p in proc.cmdline()):
+                    elif proc is not self.head and self.is_worker(proc.cmdline()):
                         workers = max(workers, rss)
                 except psutil.Error:
                     continue
@@ -365,7 +372,7 @@ def run_ours(folder: Path, cpus: int, store_gb: float) -> tuple[Stats, float]:
     # Pack's MLflow run goes to the benchmark's folder, not to the project's store.
     tracking = f"sqlite:///{folder / 'mlflow.db'}"
     env = {**os.environ, "RAY_ADDRESS": address, "RAY_AUTH_MODE": "disabled", "MLFLOW_TRACKING_URI": tracking}
-    sampler = Sampler(psutil.Process(head.pid), "default_worker.py")
+    sampler = Sampler(psutil.Process(head.pid), is_ray_worker)
     stages: Stats = {}
     try:
         for command in ("run", "pack"):

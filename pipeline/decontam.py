@@ -13,6 +13,7 @@ of a training document, the word ids confirm them.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -116,7 +117,7 @@ class EvalNgrams:
     def first_match(self, text: str) -> tuple[str, str] | None:
         """(task, normalised n-gram) of the first window of `text` equal to a key, or None."""
         words = normalize_words(text)
-        ids = np.fromiter((self.vocab.get(w, 0) for w in words), np.uint64, len(words))
+        ids = np.fromiter(map(self.vocab.get, words, itertools.repeat(0)), np.uint64, len(words))
         # Running count of unknown words: a window holding one cannot be a key.
         unknown = np.concatenate(([0], np.cumsum(ids == 0)))
         best: tuple[int, int, str] | None = None

@@ -31,8 +31,6 @@ import xxhash
 from common.files import atomic_write, read_json, write_json
 from pipeline.config import DedupConfig
 from pipeline.layout import ComponentsDir, WorkDir
-from pipeline.minhash import permutations
-from pipeline.minhash import signature as minhash_signature
 from pipeline.plan import Partition
 from pipeline.stage import Runner, Stage, run_in_process
 from pipeline.storage import ParquetSink, write_table
@@ -64,7 +62,10 @@ def node_range(part_index: int) -> tuple[int, int]:
 
 def minhash(normalized: str, cfg: DedupConfig) -> np.ndarray:
     """MinHash signature (bands * rows values) of the word n-gram shingles of normalized text."""
-    return minhash_signature(normalized, cfg.ngram, *permutations(cfg.bands * cfg.rows, cfg.seed))
+    # Imported here, by the tasks that hash: numba and LLVM add 110 MiB to a process, the driver's too.
+    from pipeline.minhash import permutations, signature
+
+    return signature(normalized, cfg.ngram, *permutations(cfg.bands * cfg.rows, cfg.seed))
 
 
 def band_keys(sig: np.ndarray, cfg: DedupConfig) -> list[int]:
