@@ -31,6 +31,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.encode
 	$(BIN)/python -m bench.filters
+	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.pack
 	$(BIN)/python -m bench.train_step
 	$(BIN)/python -m bench.serve

@@ -291,7 +291,7 @@ class GopherQualityFilter:
 
 _CITATION_RE = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 _END_PUNCTUATION = (".", "?", "!", '"', "'")
-_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+_POLICY_RE = re.compile("terms of use|privacy policy|cookie policy|uses cookies|use of cookies|use cookies")
 
 
 class C4QualityFilter:
@@ -306,17 +306,19 @@ class C4QualityFilter:
         cfg = self.cfg
         kept: list[str] = []
         sentences = 0
-        for line in doc.text.splitlines():
-            line = line.strip()
-            words = line.split()
-            too_long = len(line) > cfg.max_word_length >= 0
-            if too_long and any(len(w) > cfg.max_word_length for w in words):
-                continue
-            if cfg.remove_citations:
+        for stripped in map(str.strip, doc.text.splitlines()):
+            # Most lines fail the punctuation rule: their words are split only when a rule needs them.
+            words = None
+            if len(stripped) > cfg.max_word_length >= 0:
+                words = stripped.split()
+                if any(len(w) > cfg.max_word_length for w in words):
+                    continue
+            line = stripped
+            if cfg.remove_citations and "[" in line:  # every citation pattern starts with "["
                 line = _CITATION_RE.sub("", line)
             if cfg.filter_no_terminal_punct and (not line.endswith(_END_PUNCTUATION) or line.endswith("...")):
                 continue
-            if len(words) < cfg.min_words_per_line:
+            if len(words if words is not None else stripped.split()) < cfg.min_words_per_line:
                 continue
             lower = line.lower()
             if cfg.filter_lorem_ipsum and "lorem ipsum" in lower:
@@ -325,7 +327,7 @@ class C4QualityFilter:
                 continue
             if cfg.filter_curly_bracket and "{" in line:
                 return Decision(False, "curly_bracket")
-            if cfg.filter_policy and any(p in lower for p in _POLICY):
+            if cfg.filter_policy and _POLICY_RE.search(lower):
                 continue
             sentences += count_sentences(line, doc.text_lang)
             kept.append(line)
