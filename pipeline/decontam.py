@@ -33,7 +33,7 @@ from pipeline.mix import doc_counts
 from pipeline.plan import Partition
 from pipeline.stage import Stage, partition_stage
 from pipeline.storage import write_table
-from pipeline.text import DELETE_ASCII_PUNCTUATION, PUNCTUATION_RE
+from pipeline.text import delete_punctuation
 
 if TYPE_CHECKING:
     from lm_eval.api.task import Task
@@ -57,10 +57,7 @@ _BASE = np.uint64(0x9E3779B97F4A7C15)
 
 def normalize_words(text: str) -> list[str]:
     """lm-eval's decontamination normalisation: lowercase, delete punctuation, split on whitespace."""
-    text = text.lower()
-    if text.isascii():
-        return text.translate(DELETE_ASCII_PUNCTUATION).split()
-    return PUNCTUATION_RE.sub("", text).split()  # lm-eval's Janitor deletes it
+    return delete_punctuation(text.lower()).split()  # lm-eval's Janitor deletes it
 
 
 def window_hashes(ids: np.ndarray, length: int) -> np.ndarray:

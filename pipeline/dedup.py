@@ -62,7 +62,7 @@ def node_range(part_index: int) -> tuple[int, int]:
 
 def minhash(normalized: str, cfg: DedupConfig) -> np.ndarray:
     """MinHash signature (bands * rows values) of the word n-gram shingles of normalized text."""
-    # Imported here, by the tasks that hash: numba and LLVM add 110 MiB to a process, the driver's too.
+    # Imported here, by the tasks that hash: numba and LLVM add about 150 MiB to a process (the driver's too).
     from pipeline.minhash import permutations, signature
 
     return signature(normalized, cfg.ngram, *permutations(cfg.bands * cfg.rows, cfg.seed))
@@ -106,12 +106,13 @@ def signature_partition(part: Partition, cfg: DedupConfig, work: WorkDir, bucket
     table = pq.read_table(work.filtered(part.pid), columns=["text"])
     kinds, keys, nodes, digests = [], [], [], []
     verify = cfg.min_similarity > 0
-    minhashes = np.empty((len(table), cfg.bands * cfg.rows), dtype=STORED_MINHASH)
+    minhashes = np.empty((len(table) if verify else 0, cfg.bands * cfg.rows), dtype=STORED_MINHASH)
     for row, text in enumerate(table.column("text").to_pylist()):
         normalized = normalize_for_dedup(text)
         node = node_id(part.index, row)
         signature = minhash(normalized, cfg)
-        minhashes[row] = signature.astype(STORED_MINHASH)  # keeps the low bits
+        if verify:
+            minhashes[row] = signature.astype(STORED_MINHASH)  # keeps the low bits
         doc_keys = [exact_key(normalized), *band_keys(signature, cfg)]
         kinds += [EXACT] + [BAND] * cfg.bands
         keys += doc_keys
