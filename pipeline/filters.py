@@ -7,15 +7,11 @@ StarCoder filters. Rule names and thresholds follow datatrove's implementations 
 
 from __future__ import annotations
 
-import functools
-import itertools
 import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-import numpy as np
 
 from pipeline import langid
 from pipeline.config import (
@@ -93,7 +89,13 @@ class LangIdFilter:
 
 
 _PARAGRAPH_RE = re.compile(r"\n{2,}")
-_LINE_RE = re.compile(r"\n+")
+
+
+def _lines(text: str) -> list[str]:
+    """`re.split(r"\n+", text)`, the lines datatrove compares, at a third of its cost: a run of newlines
+    leaves empty pieces between its newlines, never at the text's ends (where the regex keeps them)."""
+    parts = text.split("\n")
+    return parts if len(parts) < 3 else [parts[0], *filter(None, parts[1:-1]), parts[-1]]
 
 
 def _duplicates(items: list[str]) -> tuple[int, int]:
@@ -109,88 +111,6 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
     return count, chars
 
 
-class _NGrams:
-    """A document's n-grams (tuples of words) as dense ids, each n built from n - 1 (exact: no hashes).
-    Per n: each position's id, each id's first position and its count."""
-
-    def __init__(self, words: list[str]):
-        self.words = words
-        first: dict[str, int] = {}
-        positions = np.fromiter(map(first.setdefault, words, itertools.count()), np.int64, len(words))
-        # Words need no sort: each position names its word's first occurrence; ids in that order.
-        counts = np.bincount(positions, minlength=len(words))
-        starts = np.flatnonzero(counts)
-        ranks = np.cumsum(counts > 0) - 1
-        self._levels = [(ranks[positions], starts, counts[starts])]
-
-    @staticmethod
-    def _unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`np.unique(keys, return_index, return_inverse, return_counts)` without its per-call overhead
-        (larger than the sort on a document's words): per key its group's rank, per group its first
-        position (a stable sort puts it first) and its size."""
-        order = keys.argsort(kind="stable")
-        ordered = keys[order]
-        starts = np.empty(len(keys), dtype=bool)
-        starts[:1] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
-        ranks = np.cumsum(starts) - 1
-        ids = np.empty(len(keys), dtype=np.int64)
-        ids[order] = ranks
-        return ids, order[starts], np.bincount(ranks)
-
-    def __call__(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        word_ids = self._levels[0][0]
-        while len(self._levels) < n:
-            count = len(word_ids) - len(self._levels)
-            # Ids below len(word_ids), so the pair key fits in int64.
-            keys = self._levels[-1][0][:count] * len(word_ids) + word_ids[len(self._levels) :]
-            self._levels.append(self._unique(keys))
-        return self._levels[n - 1]
-
-    def top_chars(self, n: int) -> int:
-        """Characters covered by the most frequent n-gram (words joined by spaces) times its count; of
-        equally frequent n-grams, the first to occur (as `Counter.most_common` picks it)."""
-        _, first, counts = self(n)
-        best = int(counts.max())
-        start = int(first[counts == best].min())
-        return (sum(map(len, self.words[start : start + n])) + n - 1) * best
-
-    def repeated_cover(self, n: int) -> int:
-        """Characters of the words inside some n-gram that repeats an earlier one. A hit of the greedy
-        scan for n repeats every n-gram inside it, so this bounds what that scan counts."""
-        if len(self.words) < n:
-            return 0
-        ids, first, _ = self(n)
-        if len(first) == len(ids):
-            return 0
-        repeats = (first[ids] != np.arange(len(ids))).astype(np.int32)
-        # A word is covered when a repeated n-gram starts at one of the n positions up to it.
-        covered = np.convolve(repeats, np.ones(n, dtype=np.int32))[: len(self.words)] > 0
-        return int(self.lengths[covered].sum())
-
-    @functools.cached_property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter(map(len, self.words), dtype=np.int64, count=len(self.words))
-
-
-def _duplicated_ngram_chars(words: list[str], n: int) -> int:
-    """Characters in n-grams seen before, scanning greedily and skipping n words after each hit. An
-    n-gram is its words joined without spaces, as in datatrove ("ab c" and "a bc" are one n-gram)."""
-    joined = "".join(words)
-    ends = list(itertools.accumulate(map(len, words), initial=0))
-    seen: set[str] = set()
-    chars = i = 0
-    while i < len(words) - n + 1:
-        gram = joined[ends[i] : ends[i + n]]
-        if gram in seen:
-            chars += len(gram)
-            i += n
-        else:
-            seen.add(gram)
-            i += 1
-    return chars
-
-
 class GopherRepetitionFilter:
     """Gopher Table A1: duplicate lines, paragraphs and n-grams. A line or paragraph threshold of 0
     turns its rule off, as in datatrove (FineWeb-2 turns three of them off that way)."""
@@ -198,7 +118,10 @@ class GopherRepetitionFilter:
     name = "gopher_repetition"
 
     def __init__(self, cfg: GopherRepetitionConfig):
-        self.cfg = cfg
+        # Imported here, by the processes that filter: numba adds about 150 MiB to a process.
+        from pipeline.ngrams import NGrams
+
+        self.cfg, self.ngrams = cfg, NGrams
 
     def __call__(self, doc: Doc) -> Decision:
         text, cfg = doc.text, self.cfg
@@ -210,27 +133,18 @@ class GopherRepetitionFilter:
             return Decision(False, "dup_para_frac")
         if cfg.dup_para_char_frac and chars / len(text) > cfg.dup_para_char_frac:
             return Decision(False, "dup_para_char_frac")
-        lines = _LINE_RE.split(text)
+        lines = _lines(text)
         dups, chars = _duplicates(lines)
         if cfg.dup_line_frac and dups / len(lines) > cfg.dup_line_frac:
             return Decision(False, "dup_line_frac")
         if cfg.dup_line_char_frac and chars / len(text) > cfg.dup_line_char_frac:
             return Decision(False, "dup_line_char_frac")
-        words = doc.words
-        ngrams = _NGrams(words)
+        ngrams = self.ngrams(doc.words)
         for n, frac in cfg.top_n_grams:
-            if len(words) >= n and ngrams.top_chars(n) / len(text) > frac:
+            if ngrams.count >= n and ngrams.top_chars(n) / len(text) > frac:
                 return Decision(False, f"top_{n}_gram")
-        # Skip the greedy scans that cannot reach their threshold: their hits lie inside repeated
-        # n-grams, and so inside repeated m-grams for m <= n (the last bound computed serves until it
-        # is too loose). Only n-grams whose words differ but join to the same string escape this.
-        cover, bound_n = float("inf"), 0
         for n, frac in cfg.dup_n_grams:
-            if cover > frac or bound_n > n:
-                cover, bound_n = ngrams.repeated_cover(n) / len(text), n
-            if cover <= frac:
-                continue
-            if _duplicated_ngram_chars(words, n) / len(text) > frac:
+            if ngrams.duplicated_chars(n) / len(text) > frac:
                 return Decision(False, f"duplicated_{n}_n_grams")
         return KEEP
 

@@ -15,7 +15,7 @@ import json
 import re
 import string
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from re import _constants, _parser  # the parse tree of the rules' regexes, for their edge characters
 from typing import Any
@@ -101,6 +101,40 @@ def _alternatives(parsed: Any) -> list[Any]:
     return parsed[0][1][1] if len(parsed) == 1 and parsed[0][0] is _constants.BRANCH else [parsed]
 
 
+def _alternative_texts(pattern: str) -> list[str]:
+    """The text of each top-level alternative of `pattern` (split at each `|` outside groups and
+    character classes); `[pattern]` where that split does not give the parser's alternatives."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":  # to the class's closing "]"; one right after "[" or "[^" is a member
+            i += 2 if pattern.startswith("[^", i) else 1
+            i += pattern.startswith("]", i)
+            while i < len(pattern) and pattern[i] != "]":
+                i += 2 if pattern[i] == "\\" else 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and not depth:
+            parts.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    parts.append(pattern[start:])
+    parsed = _parser.parse(pattern)
+    if parsed.state.flags & ~re.UNICODE or len(parts) != len(_alternatives(parsed)):
+        return [pattern]  # a global inline flag, or a split that is not the parser's
+    try:
+        for part in parts:
+            re.compile(part)
+    except re.error:
+        return [pattern]
+    return parts
+
+
 def _anchored(parsed: Any, last: bool) -> bool:
     """Whether every alternative of the pattern starts with `^` (or ends with `$`, `last`), as spaCy
     builds its prefix (and suffix) patterns: then a match starts at the chunk's first character (or
@@ -144,6 +178,40 @@ def _edge_class(pattern: str, last: bool, anchored: bool = False) -> re.Pattern 
     return _ranges_class(ranges)
 
 
+class _EdgeIndex:
+    """A pattern's alternatives by the characters their matches can start with (or end with, `last`):
+    per character, one pattern of the alternatives that can, in their order. Where a match must start
+    (end) at that character, it is the match the whole pattern finds there. An alternative that gives
+    no bound (or, at the end, is not anchored there) is in every character's pattern."""
+
+    def __init__(self, pattern: str, last: bool):
+        self.parts = _alternative_texts(pattern)
+        self.edges: list[_Ranges] = []
+        for part in self.parts:
+            parsed = _parser.parse(part)
+            ranges, empty = _edge_ranges(parsed, last)
+            bounded = ranges is not None and not empty and (not last or _anchored(parsed, last=True))
+            self.edges.append(ranges if bounded else None)
+
+    def pattern(self, char: str) -> str | None:
+        code = ord(char)
+        parts = [
+            part
+            for part, edge in zip(self.parts, self.edges, strict=True)
+            if edge is None or any(lo <= code <= hi for lo, hi in edge)
+        ]
+        return "|".join(parts) if parts else None
+
+
+# Suffix alternatives compiled: the search, and `_suffix_reach` of their pattern.
+_SuffixRule = tuple[Callable[..., re.Match | None], int | None, re.Pattern | None]
+
+
+@functools.cache
+def _suffix_rule(pattern: str) -> _SuffixRule:
+    return re.compile(pattern).search, *_suffix_reach(pattern)
+
+
 def _ranges_class(ranges: list[tuple[int, int]]) -> re.Pattern:
     return re.compile("[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in ranges) + "]")
 
@@ -169,11 +237,14 @@ class WordSplitter:
         # Most chunks hold no character that can start a prefix or an infix, or end a suffix: those skip
         # the (slow, unanchored) regexes.
         self.prefix_first = _edge_class(rules["prefix"], last=False, anchored=True)
-        self.suffix_last = _edge_class(rules["suffix"], last=True, anchored=True)
         self.infix_first = _edge_class(rules["infix"], last=False)
-        # A suffix starts at most `suffix_reach` characters before the chunk's end, unless the chunk ends
-        # in a character that an unbounded suffix can end with: only that tail is searched.
-        self.suffix_reach, self.long_suffix_last = _suffix_reach(rules["suffix"])
+        # A chunk's suffix is searched for with the alternatives that can end in its last character (for
+        # most characters one or none of ~80), an infix with those that can start with its first one;
+        # per character, compiled on first use.
+        self.suffix_index = _EdgeIndex(rules["suffix"], last=True)
+        self.infix_index = _EdgeIndex(rules["infix"], last=False)
+        self._suffix_rules: dict[str, _SuffixRule | None] = {}
+        self._infix_matches: dict[str, Callable[[str, int], re.Match | None]] = {}
         self.token_match = re.compile(rules["token_match"]).match if rules["token_match"] else None
         self.url_match = re.compile(rules["url_match"]).match
         self.specials: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in rules["specials"].items()}
@@ -246,14 +317,24 @@ class WordSplitter:
         return self.find_prefix(chunk)
 
     def _suffix(self, chunk: str) -> re.Match | None:
-        last = len(chunk) - 1
-        if self.suffix_last and not self.suffix_last.match(chunk, last):
+        if not chunk:
             return None
-        long_suffix = self.long_suffix_last is not None and self.long_suffix_last.match(chunk, last)
-        if self.suffix_reach is None or long_suffix:
-            return self.find_suffix(chunk)
-        # Lookbehinds still see the characters before the searched tail.
-        return self.find_suffix(chunk, max(0, len(chunk) - self.suffix_reach))
+        last = chunk[-1]
+        rule = self._suffix_rules[last] if last in self._suffix_rules else self._suffix_rule(last)
+        if rule is None:
+            return None
+        search, reach, long_suffix_last = rule
+        # A suffix starts at most `reach` characters before the chunk's end, unless the chunk ends in a
+        # character that an unbounded suffix can end with: only that tail is searched (lookbehinds still
+        # see the characters before it).
+        if reach is None or (long_suffix_last is not None and long_suffix_last.match(chunk, len(chunk) - 1)):
+            return search(chunk)
+        return search(chunk, max(0, len(chunk) - reach))
+
+    def _suffix_rule(self, last: str) -> _SuffixRule | None:
+        pattern = self.suffix_index.pattern(last)
+        rule = self._suffix_rules[last] = None if pattern is None else _suffix_rule(pattern)
+        return rule
 
     def _infixes(self, chunk: str) -> Iterator[re.Match]:
         """The infixes in `chunk`, as `finditer` finds them. Where a match can only start with one of
@@ -263,10 +344,17 @@ class WordSplitter:
             return
         pos = 0
         while candidate := self.infix_first.search(chunk, pos):
-            match = self.match_infix(chunk, candidate.start())  # lookbehinds see the whole chunk
+            at, char = candidate.start(), candidate.group()
+            match_infix = self._infix_matches.get(char) or self._infix_match(char)
+            match = match_infix(chunk, at)  # lookbehinds see the whole chunk
             if match:
                 yield match
             pos = match.end() if match else candidate.start() + 1
+
+    def _infix_match(self, first: str) -> Callable[[str, int], re.Match | None]:
+        pattern = self.infix_index.pattern(first)  # some alternative can start with a candidate
+        match = self._infix_matches[first] = re.compile(pattern).match if pattern else self.match_infix
+        return match
 
     def _infix_split(self, chunk: str) -> list[str]:
         tokens, start = [], 0

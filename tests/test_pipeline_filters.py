@@ -41,18 +41,20 @@ from pipeline.filters import (
     GopherRepetitionFilter,
     LangIdFilter,
     _alnum_chars,
-    _NGrams,
+    _lines,
     build_chain,
     run_chain,
 )
 from pipeline.langid import identify
 from pipeline.minhash import permutations
 from pipeline.mix import copies, in_valid, mixing_rates, target_shares
+from pipeline.ngrams import NGrams
 from pipeline.sources import READERS
 from pipeline.text import (
     LANGUAGES,
     RULES_PATH,
     WordSplitter,
+    _alternative_texts,
     _edge_class,
     _suffix_reach,
     count_sentences,
@@ -451,10 +453,12 @@ def test_word_shortcuts_agree_with_the_full_rules():
         assert sum(t is not None for t in short.values()) > len(chunks) / 2
         assert {c: t for c, t in short.items() if t is not None and t != rules.chunk_tokens(c)} == {}
         # The edge-character prechecks that skip the affix regexes, and the suffix search limited to
-        # the chunk's tail, change no chunk's tokens either.
-        assert rules.suffix_last is not None and rules.suffix_reach is not None
+        # the alternatives that can end in the chunk's last character and to the chunk's tail, change no
+        # chunk's tokens either.
+        assert len(rules.suffix_index.parts) > 50 and len(rules.infix_index.parts) > 4
         full = WordSplitter(lang)
-        full.prefix_first = full.suffix_last = full.infix_first = full.suffix_reach = None
+        full.prefix_first = full.infix_first = None
+        full._suffix = full.find_suffix
         rest = [c for c, t in short.items() if t is None]
         assert [c for c in rest if rules.chunk_tokens(c) != full.chunk_tokens(c)] == []
 
@@ -473,6 +477,20 @@ def test_edge_class_bounds_what_a_match_can_start_or_end_with():
     assert _edge_class(r"(?i)a$", last=True) is None
 
 
+def test_alternatives_are_split_where_the_parser_splits_them():
+    assert _alternative_texts(r"a|[|\]]b|(c|d)|\||[]|]$|[^]x]") == [
+        "a",
+        r"[|\]]b",
+        "(c|d)",
+        r"\|",
+        "[]|]$",
+        "[^]x]",
+    ]
+    # A global flag would stay with the first alternative; a group reference would lose its group.
+    assert _alternative_texts("(?i)a|b") == ["(?i)a|b"]
+    assert _alternative_texts(r"(a)|\1") == [r"(a)|\1"]
+
+
 def test_suffix_reach_bounds_where_a_suffix_starts():
     reach, long_last = _suffix_reach(r"(?<=[0-9])(?:km|mi)$|\.\.+$|[x-z]?c$|'s$")
     assert reach == 2 and {c for c in ".ckms" if long_last.fullmatch(c)} == {"."}
@@ -482,15 +500,42 @@ def test_suffix_reach_bounds_where_a_suffix_starts():
     assert _suffix_reach(r"km$|\w+$") == (None, None)
 
 
-def test_ngram_ids_follow_counter_and_bound_the_greedy_scan():
+def top_ngram_chars(words: list[str], n: int) -> int:
+    """datatrove's `find_top_duplicate` on `get_n_grams(words, n)`."""
+    gram, count = Counter(" ".join(words[i : i + n]) for i in range(len(words) - n + 1)).most_common(1)[0]
+    return len(gram) * count
+
+
+def duplicated_ngram_chars(words: list[str], n: int) -> int:
+    """datatrove's `find_all_duplicate`."""
+    seen, chars, i = set(), 0, 0
+    while i < len(words) - n + 1:
+        gram = "".join(words[i : i + n])
+        if gram in seen:
+            chars, i = chars + len(gram), i + n
+        else:
+            seen.add(gram)
+            i += 1
+    return chars
+
+
+def test_ngram_measures_are_datatroves():
+    # Few short words, so that n-grams repeat and distinct n-grams join to one string ("ab c", "a bc");
+    # non-ASCII ones (2- and 4-byte UTF-8, a lone surrogate) count as one character each.
     rng = np.random.default_rng(0)
-    for _ in range(200):
-        words = [str(w) for w in rng.choice(["a", "b", "ab", "c", "bc", "x"], size=rng.integers(10, 80))]
-        ngrams = _NGrams(words)
-        for n in (1, 2, 3, 4):
-            gram, count = Counter(zip(*(words[i:] for i in range(n)), strict=False)).most_common(1)[0]
-            assert ngrams.top_chars(n) == (len(" ".join(gram))) * count
-        for n in (1, 2, 5, 6, 7):
-            tuples = list(zip(*(words[i:] for i in range(n)), strict=False))
-            covered = {j for i, g in enumerate(tuples) if g in tuples[:i] for j in range(i, i + n)}
-            assert ngrams.repeated_cover(n) == sum(len(words[j]) for j in covered)
+    vocabulary = ["a", "b", "ab", "c", "bc", "abc", "é", "\U0001f600", "\ud800"]
+    for _ in range(1500):
+        words = [str(w) for w in rng.choice(vocabulary, size=rng.integers(0, 80))]
+        ngrams = NGrams(words)
+        for n in range(1, 5):
+            if len(words) >= n:
+                assert ngrams.top_chars(n) == top_ngram_chars(words, n), (words, n)
+        for n in (1, 2, 5, 6, 7, 10):
+            assert ngrams.duplicated_chars(n) == duplicated_ngram_chars(words, n), (words, n)
+
+
+def test_lines_are_the_regex_split():
+    rng = random.Random(0)
+    for _ in range(5000):
+        text = "".join(rng.choice(["a", "b c", "\n", "\n", "\r", " "]) for _ in range(rng.randint(0, 12)))
+        assert _lines(text) == re.split(r"\n+", text), text
