@@ -11,7 +11,9 @@ On a document's words (tokens without whitespace), datatrove measures:
 Here words and n-grams are spans of the code points of the words joined by spaces, numbered by a
 polynomial hash of their code points and, where two hashes agree, compared code point by code point:
 the numbers, and so the measures, are exact. tests/test_pipeline_filters.py holds both measures to
-datatrove's definitions.
+datatrove's definitions. (Hashes mod 2^64 can be made to collide on purpose, by Thue-Morse strings:
+that costs time, never a wrong count.) Memory: about 24 bytes per character of the document, for
+the duration of one filter call (a 10 MB document: +340 MiB, 3 s).
 """
 
 from __future__ import annotations
