@@ -169,29 +169,30 @@ def _edge_class(pattern: str, last: bool, anchored: bool = False) -> re.Pattern 
     """One character class of every character a match of `pattern` can start (or end) with, so that a
     chunk whose character is outside it skips the pattern; None when the pattern gives no such bound.
     `anchored`: the pattern must be anchored at that edge (the class then tests the chunk's edge)."""
-    parsed = _parser.parse(pattern)
-    ranges, empty = _edge_ranges(parsed, last)
-    if ranges is None or empty or parsed.state.flags & re.IGNORECASE:
-        return None
-    if anchored and not _anchored(parsed, last):
-        return None
-    return _ranges_class(ranges)
+    return _EdgeIndex(pattern, last, anchored).edge_class()
 
 
 class _EdgeIndex:
     """A pattern's alternatives by the characters their matches can start with (or end with, `last`):
     per character, one pattern of the alternatives that can, in their order. Where a match must start
-    (end) at that character, it is the match the whole pattern finds there. An alternative that gives
-    no bound (or, at the end, is not anchored there) is in every character's pattern."""
+    (end) at that character, it is the match the whole pattern finds there. An alternative gives no
+    bound (and is in every character's pattern) where its edge is a category, any character, a
+    case-insensitive group or nothing, or, `anchored`, where it is not anchored at that edge."""
 
-    def __init__(self, pattern: str, last: bool):
+    def __init__(self, pattern: str, last: bool, anchored: bool):
         self.parts = _alternative_texts(pattern)
         self.edges: list[_Ranges] = []
         for part in self.parts:
             parsed = _parser.parse(part)
             ranges, empty = _edge_ranges(parsed, last)
-            bounded = ranges is not None and not empty and (not last or _anchored(parsed, last=True))
-            self.edges.append(ranges if bounded else None)
+            bounded = ranges is not None and not empty and not parsed.state.flags & re.IGNORECASE
+            self.edges.append(ranges if bounded and (not anchored or _anchored(parsed, last)) else None)
+
+    def edge_class(self) -> re.Pattern | None:
+        """One class of the characters that any alternative can start (end) with; None if one is unbounded."""
+        if any(edge is None for edge in self.edges):
+            return None
+        return _ranges_class([r for edge in self.edges for r in edge])
 
     def pattern(self, char: str) -> str | None:
         code = ord(char)
@@ -208,7 +209,7 @@ _SuffixRule = tuple[Callable[..., re.Match | None], int | None, re.Pattern | Non
 
 
 @functools.cache
-def _suffix_rule(pattern: str) -> _SuffixRule:
+def _compiled_suffixes(pattern: str) -> _SuffixRule:
     return re.compile(pattern).search, *_suffix_reach(pattern)
 
 
@@ -237,12 +238,12 @@ class WordSplitter:
         # Most chunks hold no character that can start a prefix or an infix, or end a suffix: those skip
         # the (slow, unanchored) regexes.
         self.prefix_first = _edge_class(rules["prefix"], last=False, anchored=True)
-        self.infix_first = _edge_class(rules["infix"], last=False)
         # A chunk's suffix is searched for with the alternatives that can end in its last character (for
         # most characters one or none of ~80), an infix with those that can start with its first one;
         # per character, compiled on first use.
-        self.suffix_index = _EdgeIndex(rules["suffix"], last=True)
-        self.infix_index = _EdgeIndex(rules["infix"], last=False)
+        self.suffix_index = _EdgeIndex(rules["suffix"], last=True, anchored=True)
+        self.infix_index = _EdgeIndex(rules["infix"], last=False, anchored=False)
+        self.infix_first = self.infix_index.edge_class()
         self._suffix_rules: dict[str, _SuffixRule | None] = {}
         self._infix_matches: dict[str, Callable[[str, int], re.Match | None]] = {}
         self.token_match = re.compile(rules["token_match"]).match if rules["token_match"] else None
@@ -333,7 +334,7 @@ class WordSplitter:
 
     def _suffix_rule(self, last: str) -> _SuffixRule | None:
         pattern = self.suffix_index.pattern(last)
-        rule = self._suffix_rules[last] = None if pattern is None else _suffix_rule(pattern)
+        rule = self._suffix_rules[last] = None if pattern is None else _compiled_suffixes(pattern)
         return rule
 
     def _infixes(self, chunk: str) -> Iterator[re.Match]:
