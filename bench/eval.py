@@ -34,9 +34,9 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
+from bench.exports import export_or_tiny
 from evaluation.adapter import StableLM2
 from evaluation.tasks import load_tasks, task_manager
-from harness.tiny_export import export_or_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EXPORT = ROOT / "runs" / "tiny" / "export"

@@ -6,7 +6,7 @@ Baseline: datatrove 0.10.1 with spaCy 3.8.18 (its word and sentence splitter for
 CulturaX languages), installed into bench/.venv-datatrove on first use, never into the project's
 environment, and run in a subprocess on the same documents in the same order. Each filter decides
 on every document (as `python -m pipeline explain` does); datatrove gets the document's language,
-and for the CulturaX languages FineWeb-2's stop words (the ones `pipeline.text` uses).
+and for the CulturaX languages FineWeb-2's stop words (the ones `pipeline.stop_words` holds).
 
 Two sets of documents, two tables:
 - real text (bench/corpus.py `real_documents`): English prose from packages' docs and licences and
@@ -35,7 +35,8 @@ from common.config import CONFIG_DIR, load
 from pipeline.config import C4Config, DataConfig, FiltersConfig, GopherQualityConfig, GopherRepetitionConfig
 from pipeline.filters import Doc, build_chain, run_chain
 from pipeline.sources import Record, expand_paths, read_file
-from pipeline.text import STOP_WORDS, splitter
+from pipeline.spacy_split import splitter
+from pipeline.stop_words import STOP_WORDS
 
 ROOT = Path(__file__).resolve().parents[1]
 

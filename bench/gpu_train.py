@@ -3,14 +3,15 @@
     python -m bench.gpu_train CONFIG [--steps 30] [--warmup 5] [--set key=value ...]
 
 The steps are the trainer's (same DeepSpeed engine, optimizer groups, learning-rate schedule and fp32
-loss, from training.engine) on synthetic packed rows: documents cut by <|endoftext|> at random places
-(mean length 1,000 tokens), so document masking runs as in training, each a Zipf-distributed phrase
-repeated, so that the loss has something to learn and must fall. Variants: FlexAttention (the CUDA
-default) with the config's activation checkpointing, without it, and without it with each block
-compiled (`compile: true`); SDPA with its dense mask, with and without checkpointing; flash-attn's
-varlen kernel when installed. Recomputation costs a third more compute that MFU does not count; the
-fused loss leaves room for the activations on an 80 GB card. A variant that runs out of memory or
-fails is reported as such and the rest still run. The first variant prints its loss at every step.
+loss, from training.deepspeed_engine) on synthetic packed rows: documents cut by <|endoftext|> at
+random places (mean length 1,000 tokens), so document masking runs as in training, each a
+Zipf-distributed phrase repeated, so that the loss has something to learn and must fall. Variants:
+FlexAttention (the CUDA default) with the config's activation checkpointing, without it, and without it
+with each block compiled (`compile: true`); SDPA with its dense mask, with and without checkpointing;
+flash-attn's varlen kernel when installed. Recomputation costs a third more compute that MFU does not
+count; the fused loss leaves room for the activations on an 80 GB card. A variant that runs out of
+memory or fails is reported as such and the rest still run. The first variant prints its loss at every
+step.
 bench/gpu.sh is the prepared wrapper for an H100/H200.
 """
 
@@ -27,9 +28,9 @@ import torch.distributed as dist
 from common.config import add_overrides_argument, parse_overrides
 from common.precision import resolve_precision
 from training.config import TrainConfig, load
+from training.deepspeed_engine import build_engine, lm_loss
 from training.distributed import deepspeed_output, device, init_distributed
-from training.engine import build_engine, lm_loss
-from training.model import StableLM, document_layout, document_positions, flops_per_token
+from training.model import StableLM, document_mask, document_positions, flops_per_token
 from training.schedule import lr_at
 from training.utilization import memory_metrics, peak_flops
 
@@ -126,11 +127,11 @@ def block_mask_ms(cfg: TrainConfig, dev: torch.device, repeats: int = 10) -> flo
     """Milliseconds to build the document block mask of one micro-batch, once per forward."""
     rows = synthetic_rows(cfg, torch.Generator().manual_seed(0))[:, :-1].to(dev)
     positions = document_positions(rows, EOT_ID)
-    document_layout(positions, "flex")
+    document_mask(positions, "flex")
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
-        document_layout(positions, "flex")
+        document_mask(positions, "flex")
     torch.cuda.synchronize()
     return (time.perf_counter() - start) / repeats * 1e3
 

@@ -1,6 +1,6 @@
 """Tokenize + pack throughput, end to end on the same documents and the same CPUs:
 
-- ours: `pipeline.pack` on Ray (read parquet, encode with fastokens as `tokenizer.load()` picks it,
+- ours: `pipeline.pack_job` on Ray (read parquet, encode with fastokens as `tokenizer.load()` picks it,
   check 1% against tiktoken, shuffle windows, pack, write Arrow shards);
 - the reference: raw `tiktoken.encode_ordinary_batch` over the same texts already in memory, and our
   engine's `encode_batch` beside it (the limit of the encode step);
@@ -47,7 +47,7 @@ def write_corpus(docs: list[str], folder: Path, files: int) -> None:
 
 def run_ours(work: Path, out: Path, cpus: int, docs: int) -> tuple[float, int]:
     from pipeline.config import DataConfig
-    from pipeline.pack import pack_split
+    from pipeline.pack_job import pack_split
 
     window = max(1, math.ceil(docs / (2 * cpus)))
     cfg = DataConfig.model_validate(

@@ -18,12 +18,12 @@ Ours runs on a Ray head this script starts (`--cpus` CPUs, an object store of `-
 Per stage it reports the wall time, the CPU seconds of the head's processes and the driver, docs/s
 and MB/s per core of the stage's input (per CPU second: it holds on a shared machine), the peak RSS
 of the largest Ray worker and of the driver (sampled every SAMPLE_S), and the bytes Ray spilled.
-datatrove 0.10.1 then runs its equivalent on the same files (bench/.venv-datatrove, with the readers'
-and the language filter's dependencies added): readers -> LanguageFilter (lid.176 from the model
-file our pipeline uses, as nothing is downloaded) -> Gopher repetition -> Gopher quality -> C4 ->
-writer (StarCoder's files: reader -> writer), then its four MinHash stages (signatures, buckets,
-clusters, filter) with our 5-grams and 20 bands x 13 rows, on a LocalPipelineExecutor with as many
-workers as Ray has CPUs, its CPU seconds sampled the same way.
+datatrove 0.10.1 then runs its equivalent on the same files (bench/datatrove_job.py, in
+bench/.venv-datatrove with the readers' and the language filter's dependencies added): readers ->
+LanguageFilter (lid.176 from the model file our pipeline uses, as nothing is downloaded) -> Gopher
+repetition -> Gopher quality -> C4 -> writer (StarCoder's files: reader -> writer), then its four
+MinHash stages (signatures, buckets, clusters, filter) with our 5-grams and 20 bands x 13 rows, on a
+LocalPipelineExecutor with as many workers as Ray has CPUs, its CPU seconds sampled the same way.
 Targets: ours >= 5x datatrove's docs/s per core; near-duplicate recall >= 0.95 and precision >= 0.99.
 """
 
@@ -57,6 +57,8 @@ from bench import corpus
 from bench.filters import baseline_python
 
 ROOT = Path(__file__).resolve().parents[1]
+# datatrove's side of the comparison, run in the datatrove environment.
+DATATROVE_JOB = Path(__file__).with_name("datatrove_job.py")
 PYTHON = sys.executable
 EXACT_RATE = 0.03
 NEAR_RATE = 0.05
@@ -213,6 +215,7 @@ def write_config(folder: Path) -> Path:
     # CulturaX's files here hold English (the machine has little real text in its languages).
     sample["sources"]["culturax"]["filters"]["langid"]["languages"].append("en")
     sample["work_dir"] = str(folder / "work")
+    sample["decontam"]["documents"] = str(folder / "eval_documents.jsonl")
     sample["pack"]["out_dir"] = str(folder / "shards")
     path = folder / "bench.yaml"
     path.write_text(yaml.safe_dump(sample, sort_keys=False))
@@ -375,6 +378,13 @@ def run_ours(folder: Path, cpus: int, store_gb: float) -> tuple[Stats, float]:
     sampler = Sampler(psutil.Process(head.pid), is_ray_worker)
     stages: Stats = {}
     try:
+        # Written before the job, as `make data` does; not part of the measured stages.
+        subprocess.run(
+            [PYTHON, "-m", "evaluation", "documents", "--data-config", str(config)],
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+        )
         for command in ("run", "pack"):
             run_stages(
                 [PYTHON, "-m", "pipeline", command, str(config)], env, sampler, folder / "ours.log", stages
@@ -405,7 +415,7 @@ def stage_inputs(work: Path, totals: dict[str, float]) -> dict[str, tuple[int, f
 
 def jaccard(a: str, b: str) -> float:
     """Jaccard similarity of the word 5-gram sets of two normalized texts, as dedup's MinHash estimates it."""
-    from pipeline.text import normalize_for_dedup
+    from pipeline.normalize import normalize_for_dedup
 
     def shingles(text: str) -> set[str]:
         words = normalize_for_dedup(text).split()
@@ -477,84 +487,6 @@ def dedup_quality(folder: Path, planted: list[dict[str, Any]]) -> dict[str, Any]
     }
 
 
-# Runs inside the datatrove environment: argv = corpus folder, work folder, workers, lid model file.
-DATATROVE_SIDE = r"""
-import json, sys, time
-from pathlib import Path
-from fasttext.FastText import _FastText
-from datatrove.executor import LocalPipelineExecutor
-from datatrove.pipeline.dedup import (
-    MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter, MinhashDedupSignature,
-)
-from datatrove.pipeline.dedup.minhash import MinhashConfig
-from datatrove.pipeline.filters import (
-    C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter, LanguageFilter,
-)
-from datatrove.pipeline.readers import JsonlReader, ParquetReader
-from datatrove.pipeline.writers import JsonlWriter
-from datatrove.utils.hashing import HashConfig
-from datatrove.utils.lid import FT176LID
-
-class LocalFT176(FT176LID):  # the same lid.176 model, from the file our pipeline ships with
-    def __init__(self, languages, path):
-        super().__init__(languages)
-        self.path = path
-
-    @property
-    def model(self):
-        if self._model is None:
-            self._model = _FastText(self.path)
-        return self._model
-
-def prose(corpus, work, model):
-    lang = LanguageFilter(languages=["en", "de", "es", "fr", "it", "nl", "pt"], language_threshold=0.65)
-    lang.model = LocalFT176(lang.model.languages, model)
-    return [
-        ParquetReader(str(corpus / "refinedweb"), glob_pattern="data/*.parquet", text_key="content"),
-        JsonlReader(str(corpus / "redpajama"), glob_pattern="c4/*.jsonl"),
-        JsonlReader(str(corpus / "pile"), glob_pattern="train/*.jsonl.zst", compression="zstd"),
-        ParquetReader(str(corpus / "culturax"), glob_pattern="*/*.parquet"),
-        lang, GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(),
-        JsonlWriter(str(work / "filtered"), output_filename="prose_${rank}.jsonl", compression=None),
-    ]
-
-def code(corpus, work):
-    return [
-        ParquetReader(str(corpus / "starcoder"), glob_pattern="*/*.parquet", text_key="content"),
-        JsonlWriter(str(work / "filtered"), output_filename="code_${rank}.jsonl", compression=None),
-    ]
-
-def main():  # the executor's pool re-imports this file in each worker: nothing runs at import
-    corpus, work, workers, model = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    files = len(list(corpus.glob("*/*/*.*")))
-    mh = MinhashConfig(n_grams=5, num_buckets=20, hashes_per_bucket=13, hash_config=HashConfig(precision=64))
-    filtered = lambda: JsonlReader(str(work / "filtered"), compression=None)
-    stages = [
-        ("read+filter (prose)", prose(corpus, work, model), files),
-        ("read (code)", code(corpus, work), workers),
-        ("minhash signatures", [filtered(), MinhashDedupSignature(str(work / "sigs"), config=mh)], files),
-        ("minhash buckets", [MinhashDedupBuckets(str(work / "sigs"), str(work / "buckets"), config=mh)],
-         mh.num_buckets),
-        ("minhash cluster", [MinhashDedupCluster(str(work / "buckets"), str(work / "remove"), config=mh)], 1),
-        ("minhash filter", [filtered(), MinhashDedupFilter(str(work / "remove")),
-                            JsonlWriter(str(work / "deduped"), compression=None)], files),
-    ]
-    seconds = {}
-    for name, pipeline, tasks in stages:
-        start = time.monotonic()
-        logs = str(work / "logs" / name)
-        LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logs).run()
-        seconds[name] = time.monotonic() - start
-        print(f"[{name}] done, {seconds[name]:.1f}s", flush=True)
-    count = lambda folder: sum(1 for f in (work / folder).glob("*.jsonl") for _ in open(f))
-    kept = {"filtered": count("filtered"), "deduped": count("deduped")}
-    print(json.dumps({"seconds": seconds, **kept}))
-
-if __name__ == "__main__":
-    main()
-"""
-
-
 def datatrove_python() -> Path:
     python = baseline_python()
     probe = "import orjson, pyarrow, zstandard, fasttext, fasteners, xxhash, tokenizers"
@@ -572,13 +504,15 @@ def run_datatrove(folder: Path, cpus: int) -> tuple[Stats, dict[str, int]]:
     from pipeline.langid import MODEL_FILE, MODEL_PACKAGE
 
     model = resources.files(MODEL_PACKAGE) / MODEL_FILE
-    script = folder / "datatrove_side.py"
-    script.write_text(DATATROVE_SIDE)
     args = [str(folder / "corpus"), str(folder / "datatrove"), str(cpus), str(model)]
     stages: Stats = {}
     with open(folder / "datatrove.log", "w") as log:
         proc = subprocess.Popen(
-            [str(datatrove_python()), str(script), *args], stdout=subprocess.PIPE, stderr=log, text=True
+            # -P: the folder of the script (bench/, which has a pipeline.py) is not put on sys.path.
+            [str(datatrove_python()), "-P", str(DATATROVE_JOB), *args],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
         )
         sampler = Sampler(psutil.Process(proc.pid))
         sampler.take()

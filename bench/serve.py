@@ -20,8 +20,8 @@ import torch
 from transformers import StableLmForCausalLM
 
 import tokenizer
+from bench.exports import export_or_tiny
 from harness.server import running_server
-from harness.tiny_export import export_or_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EXPORT = ROOT / "runs" / "tiny" / "export"

@@ -1,5 +1,5 @@
 """Regenerate `pipeline/spacy_rules.json.gz`: the word and sentence rules that datatrove 0.10.1 applies
-through spaCy 3.8.18, as data that `pipeline.text` runs without spaCy.
+through spaCy 3.8.18, as data that `pipeline.spacy_split` runs without spaCy.
 
     .venv/bin/python -m bench.spacy_rules
 
@@ -19,7 +19,7 @@ import subprocess
 
 from bench.filters import BASELINE_PINS, baseline_python
 from common.files import write_bytes
-from pipeline.text import LANGUAGES, RULES_PATH
+from pipeline.spacy_split import LANGUAGES, RULES_PATH
 
 EXPORT = r"""
 import importlib, json, re, sys

@@ -1,5 +1,5 @@
-"""Which floating-point format a device computes fast: the one rule behind `precision: auto` in
-training and `dtype: auto` in serving and export.
+"""Which device to run on and which floating-point format it computes fast: the one rule behind
+`precision: auto` in training and `dtype: auto` in serving, evaluation and export.
 
 bf16 is native on CUDA GPUs that support it and on CPUs with AVX512-BF16 or AMX, unless
 ONEDNN_MAX_CPU_ISA caps PyTorch's CPU kernels below them. Elsewhere (an
@@ -17,7 +17,17 @@ from typing import Literal
 
 import torch
 
-__all__ = ["BF16_CPU_FLAGS", "Precision", "cpu_flags", "native_bf16", "resolve_precision"]
+__all__ = [
+    "BF16_CPU_FLAGS",
+    "DeviceError",
+    "Dtype",
+    "Precision",
+    "cpu_flags",
+    "native_bf16",
+    "pick_device",
+    "pick_dtype",
+    "resolve_precision",
+]
 
 # /proc/cpuinfo flags of x86 CPUs whose cores compute bf16 dot products in hardware.
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
@@ -25,6 +35,13 @@ BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 _BF16_ISA_CAPS = ("BF16", "FP16", "AMX", "AVX10", "ALL", "DEFAULT")
 
 Requested = Literal["auto", "bf16", "fp32"]
+# What serving and evaluation run a model in, spelled as torch spells the dtype.
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class DeviceError(ValueError):
+    """A device that was asked for but that torch cannot use."""
 
 
 @functools.cache
@@ -91,3 +108,26 @@ def resolve_precision(
     if native:
         return Precision("bf16", f"auto: {where} computes bf16 natively")
     return Precision("fp32", f"auto: {where} has no native bf16 (no AVX512-BF16 or AMX), so fp32")
+
+
+def pick_device(name: str) -> torch.device:
+    """`name` ("cpu", "cuda" or "auto": CUDA when torch sees it, else the CPU) as a device."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device: cuda was asked for but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def pick_dtype(
+    name: Dtype, device: torch.device, flags: frozenset[str] | None = None
+) -> tuple[torch.dtype, str]:
+    """The dtype to run a model in, and why. auto follows `resolve_precision`, training's rule: bf16
+    where `device` computes it natively, else fp32, since emulated bf16 matmuls (a CPU without
+    AVX512-BF16 or AMX) run many times slower. `flags` stands in for this CPU's flags in tests."""
+    if name == "auto":
+        precision = resolve_precision("auto", device, flags)
+        return precision.dtype, precision.why
+    if name == "bfloat16" and not native_bf16(device, flags):
+        return torch.bfloat16, "bfloat16 as set, but this device has no native bf16: expect it to run slowly"
+    return _DTYPES[name], f"{name} as set"

@@ -3,6 +3,7 @@
     python -m evaluation run --model PATH (--tasks A,B | --suite NAME) [--num-fewshot N] [--limit N]
                              [--batch-size N] [--dtype float32|bfloat16|float16|auto] [--device D]
                              [--output DIR]
+    python -m evaluation documents (--tasks A,B --out FILE | --data-config CONFIG)
 
 `--tasks` takes lm-eval task, group or tag names (the bundled ones: stablelm2_cloze, stablelm2_gen);
 `--suite` a suite of tasks with their shot counts (configs/eval/<name>.yaml: `bundled`, `card`) or a
@@ -13,19 +14,13 @@ Hugging Face cache or the repository.
 
 from __future__ import annotations
 
-import os
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import get_args
 
-# Before anything imports `datasets` or `huggingface_hub`, which read these once.
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ["HF_HUB_OFFLINE"] = "1"
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import get_args  # noqa: E402
-
-from serving.config import Dtype  # noqa: E402
+from common.precision import Dtype
 
 EXIT_BAD_INPUT = 2
 
@@ -49,16 +44,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--device", default="auto", help="cpu, cuda or auto")
     run.add_argument("--output", type=Path, help="where results.json goes (default runs/eval/<model name>)")
+    documents = commands.add_parser(
+        "documents", help="write the eval documents file that the data job decontaminates against"
+    )
+    names = documents.add_mutually_exclusive_group(required=True)
+    names.add_argument("--tasks", help="comma-separated lm-eval task, group or tag names (with --out)")
+    names.add_argument("--data-config", type=Path, help="a data config: its decontam.tasks and .documents")
+    documents.add_argument("--out", type=Path, help="the file to write (with --tasks)")
     args = parser.parse_args(argv)
+    if args.command == "documents":
+        return _write_documents(args, documents)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     # Imported once the arguments are known: lm-eval, torch and transformers take seconds to import.
     from lm_eval.utils import make_table
 
     from common.config import ConfigError
+    from evaluation.loading import TokenizerMismatchError
     from evaluation.run import evaluate
-    from evaluation.source import SourceError
     from evaluation.tasks import MissingDataError, load_suite
+    from training.trained import NotAModelError
 
     try:
         names = [] if args.suite else [name.strip() for name in args.tasks.split(",") if name.strip()]
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             dtype=args.dtype,
             device=args.device,
         )
-    except (ConfigError, SourceError, MissingDataError, ValueError) as e:
+    except (ConfigError, NotAModelError, TokenizerMismatchError, MissingDataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(make_table(done.results))
@@ -83,6 +88,28 @@ def main(argv: list[str] | None = None) -> int:
         print(make_table(done.results, "groups"))
     print(f"results: {done.path}")
     print(f"MLflow run {done.run_id} (experiment eval) in {done.tracking_uri} (make mlflow-ui)")
+    return 0
+
+
+def _write_documents(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if (args.out is None) != (args.data_config is not None):
+        parser.error("--out goes with --tasks, and only with it")
+    from common.config import ConfigError
+    from evaluation.documents import write_documents, write_documents_of
+
+    try:
+        if args.tasks:
+            docs = write_documents([name.strip() for name in args.tasks.split(",") if name.strip()], args.out)
+        else:
+            docs = write_documents_of(args.data_config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if docs is None:
+        print(f"{args.data_config}: no decontam.tasks, no eval documents to write")
+        return 0
+    missing = f"; no data on this machine for {', '.join(docs.missing)}" if docs.missing else ""
+    print(f"{len(docs.documents):,} eval documents of {', '.join(docs.tasks)}{missing}")
     return 0
 
 

@@ -3,7 +3,7 @@
     lm_eval --model stablelm2 --model_args pretrained=runs/tiny/export,dtype=float32 ...
     (after `import evaluation.adapter`; `python -m evaluation run` does that)
 
-`pretrained` is an export folder or a training checkpoint (`evaluation.source`). Requests are scored as
+`pretrained` is an export folder or a training checkpoint (`evaluation.loading`). Requests are scored as
 lm-eval's `hf` model scores them, so the numbers are comparable: the same tokenization (Arcade100k,
 special-token text read as the special token), `<|endoftext|>` as the context of an empty context,
 left truncation to the model's context, the sum of the continuation's log-softmax, greedy meaning
@@ -32,10 +32,9 @@ from tqdm import tqdm
 from transformers import StableLmForCausalLM
 
 import tokenizer
+from common.precision import Dtype, pick_device, pick_dtype
 from evaluation.generation import greedy_generate
-from evaluation.source import build_models, load_source
-from serving.config import Dtype
-from serving.loading import pick_device, pick_dtype
+from evaluation.loading import build_models, load_evaluated
 from training.model import StableLM
 
 __all__ = ["StableLM2"]
@@ -62,11 +61,11 @@ class StableLM2(TemplateLM):
             raise ValueError("stablelm2 takes a fixed batch size (e.g. batch_size=16), not 'auto'")
         if dtype not in get_args(Dtype):
             raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(get_args(Dtype))}")
-        self.source, state_dict = load_source(pretrained)
+        self.trained, enc, state_dict = load_evaluated(pretrained)
         where = pick_device(device)
         self.dtype, self.dtype_choice = pick_dtype(dtype, where)
-        scorer, generator = build_models(self.source.config, state_dict, where, self.dtype)
-        self._use(scorer, generator, self.source.enc, batch_size, max_gen_toks)
+        scorer, generator = build_models(self.trained.config, state_dict, where, self.dtype)
+        self._use(scorer, generator, enc, batch_size, max_gen_toks)
 
     def _use(
         self,
@@ -94,13 +93,13 @@ class StableLM2(TemplateLM):
     def get_model_info(self) -> dict[str, Any]:
         """What lm-eval records under `config` in its results: where the weights came from."""
         return {
-            "model_path": str(self.source.path),
-            "model_kind": self.source.kind,
+            "model_path": str(self.trained.path),
+            "model_kind": self.trained.kind,
             "model_num_parameters": self.model.num_params(),
             "model_dtype": str(self.dtype).removeprefix("torch."),
             "model_dtype_choice": self.dtype_choice,
             "model_device": str(self._device),
-            **self.source.provenance,
+            **self.trained.provenance.tags(),
         }
 
     # ---- loglikelihood -------------------------------------------------------------------------

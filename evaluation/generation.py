@@ -1,11 +1,9 @@
 """Greedy decoding of a batch of prompts with a KV cache, as lm-eval's `generate_until` asks for it.
 
-The batch is left-padded the way serving's engine and transformers' `generate` pad it: each prompt's
-tokens sit at the right end, a 2-D attention mask hides the padding, and explicit position ids count
-only real tokens. Each step feeds one token per row through the shared `DynamicCache`. A row ends at
-`<|endoftext|>` or at a stop string; the batch ends when every row has, or after `max_new_tokens`.
-Special tokens other than `<|endoftext|>` add no text, as with `decode(skip_special_tokens=True)`, which
-lm-eval's `hf` model uses.
+The batch decodes through serving's `PaddedCache`, left-padded as serving's batcher and transformers'
+`generate` pad it, one token per row per step. A row ends at `<|endoftext|>` or at a stop string; the
+batch ends when every row has, or after `max_new_tokens`. Special tokens other than `<|endoftext|>` add
+no text, as with `decode(skip_special_tokens=True)`, which lm-eval's `hf` model uses.
 """
 
 from __future__ import annotations
@@ -13,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from transformers import DynamicCache, StableLmForCausalLM
+from transformers import StableLmForCausalLM
 
 import tokenizer
-from serving.text import TextStream
+from serving.padded_cache import PaddedCache
+from tokenizer import TextStream
 
 __all__ = ["greedy_generate"]
 
@@ -30,36 +29,17 @@ def greedy_generate(
     max_new_tokens: int,
 ) -> list[str]:
     """The greedy continuation of each prompt (token ids), cut before the first stop string."""
-    device = model.device
-    ids, mask = _left_padded(prompts, enc.eot_id)
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
     texts = [TextStream(enc, [s for s in stop if s]) for _ in prompts]
     finished = [False] * len(prompts)
-    for _ in range(max_new_tokens):
-        out = model.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-        )
-        tokens = model.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
+    kv, hidden = PaddedCache.prefill(model, prompts, enc.eot_id)
+    for step in range(max_new_tokens):
+        tokens = model.lm_head(hidden[:, -1]).argmax(-1)
         for row, token in enumerate(tokens.tolist()):
             finished[row] = finished[row] or _append(texts[row], token, enc)
-        if all(finished):
+        if all(finished) or step == max_new_tokens - 1:
             break
-        ids, positions = tokens[:, None], positions[:, -1:] + 1
-        mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=1)
+        hidden = kv.decode(model, tokens)
     return [text.take(final=True) for text in texts]
-
-
-def _left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, T] ids with each prompt at the right end, and the mask of its real tokens."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-        mask[row, width - len(prompt) :] = 1
-    return ids, mask
 
 
 def _append(text: TextStream, token: int, enc: tokenizer.Arcade100k) -> bool:

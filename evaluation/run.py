@@ -5,8 +5,8 @@
   (its `config` holds the model's provenance, from `StableLM2.get_model_info`);
 - an MLflow run in experiment `eval`: every numeric metric as `eval/<task>/<metric>` (a metric under a
   filter other than lm-eval's `none` is `<metric>.<filter>`), results.json as an artifact, and tags
-  naming the model and its training run, data manifest and tokenizer (what a checkpoint or an
-  export's training_run.json names).
+  naming the model and its training run, data manifest and tokenizer (its `training.provenance`: what a
+  checkpoint or an export's training_run.json names).
 """
 
 from __future__ import annotations
@@ -25,24 +25,13 @@ import evaluation.adapter  # noqa: F401 (registers `stablelm2` with lm-eval)
 from common.files import write_text
 from common.tracking import Tracker, git_commit
 from evaluation.tasks import load_tasks, task_manager
+from training.provenance import TRAINING_RUN_TAGS
 
 __all__ = ["EXPERIMENT", "Evaluation", "evaluate", "mlflow_metrics"]
 
 EXPERIMENT = "eval"
 # Keys of results["config"] (from StableLM2.get_model_info) that become the MLflow run's tags.
-TAG_KEYS = (
-    "model_path",
-    "model_kind",
-    "model_dtype",
-    "model_device",
-    "training_run_id",
-    "training_experiment",
-    "training_tracking_uri",
-    "checkpoint",
-    "checkpoint_step",
-    "data_manifest_sha256",
-    "tokenizer_fingerprint",
-)
+TAG_KEYS = ("model_path", "model_kind", "model_dtype", "model_device", *TRAINING_RUN_TAGS)
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,20 @@
 """Which lm-eval tasks to run: lm-eval's own and the bundled ones (configs/eval/tasks), by name or as a
 suite (configs/eval/<name>.yaml: task names with their shot counts).
 
-Data are never downloaded (the CLI sets HF_DATASETS_OFFLINE and HF_HUB_OFFLINE): a task whose data set
+Data are never downloaded (the package sets HF_DATASETS_OFFLINE and HF_HUB_OFFLINE): a task whose data set
 is not in the local Hugging Face cache fails to load, and `load_tasks` names every such data set at
 once, before any model is loaded.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from lm_eval.api.group import Group
 from lm_eval.api.task import Task
 from lm_eval.tasks import TaskManager
-from lm_eval.tasks._index import Kind
-from lm_eval.tasks._yaml_loader import load_yaml
 
 from common.config import CONFIG_DIR, Config, load
 
@@ -68,14 +67,12 @@ def _pin_bundled_data(manager: TaskManager) -> None:
     """lm-eval hands `dataset_kwargs.data_files` to `datasets` as written, so the bundled tasks' paths,
     relative to the repository root (what `lm_eval --include_path configs/eval/tasks` reads when run
     from the root), would resolve against the working directory. Each bundled task's index entry gets
-    its whole config with absolute paths in place of its YAML file, so any working directory works."""
-    for entry in manager.task_index.values():
-        if (
-            entry.kind is Kind.TASK
-            and entry.yaml_path is not None
-            and entry.yaml_path.is_relative_to(TASKS_DIR)
-        ):
-            config = load_yaml(entry.yaml_path)
+    its whole config (as indexed: includes resolved) with absolute paths in place of its YAML file, which
+    lm-eval would read again, so any working directory works."""
+    for name in manager.all_subtasks:
+        entry = manager.task_index[name]
+        if entry.yaml_path is not None and entry.yaml_path.is_relative_to(TASKS_DIR):
+            config = copy.deepcopy(entry.cfg)
             files = config["dataset_kwargs"]["data_files"]
             config["dataset_kwargs"]["data_files"] = {split: str(REPO_ROOT / f) for split, f in files.items()}
             entry.cfg, entry.yaml_path = config, None
@@ -85,11 +82,11 @@ def load_tasks(manager: TaskManager, shots: Mapping[str, int | None]) -> list[Ta
     """Each named task, group or tag built, its data read, with its shot count when one is given.
     Raises ValueError for an unknown name and MissingDataError naming every data set not on this machine."""
     if unknown := [name for name in shots if name not in manager.task_index]:
-        bundled = sorted(
+        bundled = [
             name
-            for name, e in manager.task_index.items()
-            if e.kind is Kind.GROUP and e.yaml_path is not None and e.yaml_path.is_relative_to(TASKS_DIR)
-        )
+            for name in manager.all_groups
+            if (path := manager.task_index[name].yaml_path) is not None and path.is_relative_to(TASKS_DIR)
+        ]
         raise ValueError(f"unknown task {', '.join(unknown)} (bundled groups: {', '.join(bundled)})")
     built: list[Task | Group] = []
     missing: list[str] = []
@@ -117,9 +114,9 @@ def load_tasks(manager: TaskManager, shots: Mapping[str, int | None]) -> list[Ta
 def dataset_paths(manager: TaskManager, name: str) -> list[str]:
     """The Hugging Face data sets (`dataset_path`) that a task, group or tag reads."""
     entry = manager.task_index[name]
-    if entry.kind in (Kind.TASK, Kind.PY_TASK):
+    if name in manager.all_subtasks:
         return [path] if (path := (entry.cfg or {}).get("dataset_path")) else []
-    members = entry.tags if entry.kind is Kind.TAG else (entry.cfg or {}).get("task", [])
+    members = entry.tags if name in manager.all_tags else (entry.cfg or {}).get("task", [])
     return sorted(
         {
             path

@@ -11,7 +11,7 @@ from transformers import StableLmConfig, StableLmForCausalLM
 import tokenizer
 from tokenizer.hf import export_hf
 
-__all__ = ["export_or_tiny", "make_tiny_export"]
+__all__ = ["make_tiny_export"]
 
 
 def make_tiny_export(folder: str | Path, seed: int = 0, max_position_embeddings: int = 2048) -> Path:
@@ -45,16 +45,3 @@ def make_tiny_export(folder: str | Path, seed: int = 0, max_position_embeddings:
     model.save_pretrained(folder)
     export_hf(enc, folder)
     return folder
-
-
-def export_or_tiny(export: Path, scratch: Path) -> Path:
-    """`export` when it is a complete export, else a tiny random one written under `scratch`, so that a
-    benchmark runs on a fresh clone too (saying which it measures)."""
-    from serving.model_source import ModelError, check_export  # the server's own check of an export
-
-    try:
-        check_export(export)
-        return export
-    except ModelError as e:
-        print(f"{e}; benchmarking a tiny random export instead")
-        return make_tiny_export(scratch / "export")

@@ -50,8 +50,8 @@ def cmd_explain(args: argparse.Namespace) -> None:
 
 def cmd_pack(args: argparse.Namespace) -> None:
     cfg = _load(args.config, args.set)
-    from pipeline.pack import pack_job
-    from pipeline.shards import ShardError
+    from common.shards import ShardError
+    from pipeline.pack_job import pack_job
 
     try:
         pack_job(cfg, verbose=args.verbose)
@@ -60,8 +60,8 @@ def cmd_pack(args: argparse.Namespace) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
+    from common.shards import ShardError
     from pipeline.describe import describe
-    from pipeline.shards import ShardError
 
     try:
         print(describe(args.dir, rows=args.rows))

@@ -151,8 +151,12 @@ class DecontamConfig(Config):
     ngram: int = Field(13, gt=0)
     # lm-eval task, group or tag names: the bundled ones (configs/eval/tasks) and lm-eval's own, whose
     # data set is read from the local Hugging Face cache (one absent is named in a warning and skipped).
-    # None listed (the default): every document is kept, and lm-eval is not loaded.
+    # None listed (the default): every document is kept.
     tasks: list[str] = []
+    # The eval documents file of `tasks`, which `python -m evaluation documents` writes (the data job
+    # never loads lm-eval); needed when tasks are listed. Its path changes no output, so it is left out
+    # of the config's dump and fingerprints; its documents are fingerprinted by their eval keys.
+    documents: str | None = Field(None, exclude=True)
 
 
 class PackConfig(Config):

@@ -1,9 +1,8 @@
 """Stage 6: remove training documents that share a word n-gram with a document of an evaluation task.
 
-The eval side is built once, on the driver (`eval_ngrams`): every evaluation document of the configured
-lm-eval tasks (the bundled ones, and lm-eval's own whose data set is on this machine) as the model is
-scored on it: its text, the target delimiter and the right answer (or the task's own
-`doc_to_decontamination_query`). Text is normalised as lm-eval's and GPT-3's decontamination
+The eval side is built once, on the driver (`eval_ngrams`), from the eval documents file of the
+configured lm-eval tasks (`decontam.documents`, written by `python -m evaluation documents`): every
+evaluation document as the model is scored on it. Text is normalised as lm-eval's and GPT-3's decontamination
 normalise it: lowercased, punctuation deleted, split on whitespace. An eval document's keys are its
 `ngram`-word windows; one shorter than that is a single key matched whole (GPT-3's rule). The keys
 travel to the partition tasks as word ids with 64-bit window hashes: the hashes find candidate windows
@@ -14,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -28,15 +27,13 @@ import pyarrow.parquet as pq
 from common.config import ConfigError
 from common.files import read_json, write_json
 from pipeline.config import DecontamConfig
-from pipeline.layout import WorkDir, remove_outputs
+from pipeline.eval_documents import EvalDocuments, read_eval_documents
 from pipeline.mix import doc_counts
+from pipeline.normalize import delete_punctuation
 from pipeline.plan import Partition
 from pipeline.stage import Stage, partition_stage
 from pipeline.storage import write_table
-from pipeline.text import delete_punctuation
-
-if TYPE_CHECKING:
-    from lm_eval.api.task import Task
+from pipeline.workdir import WorkDir, remove_outputs
 
 DECONTAM = "decontam"
 CONTAMINATED_SCHEMA = pa.schema(
@@ -137,13 +134,16 @@ class EvalNgrams:
 
 
 def eval_ngrams(cfg: DecontamConfig) -> EvalNgrams:
-    """The keys of every configured task's evaluation documents. A task whose data set is not on this
-    machine is named in one warning line and skipped; an unknown task name is a ConfigError."""
+    """The keys of every configured task's evaluation documents, from the eval documents file. A task
+    whose data set was not on the machine that wrote it is named in one warning line; a file that is
+    absent or was written for other tasks is a ConfigError."""
     ngrams = EvalNgrams(cfg.ngram)
     if not cfg.tasks:
         print("[decontam] no eval tasks configured (decontam.tasks): every document is kept", flush=True)
         return ngrams.freeze()
-    for task, text in _eval_documents(cfg.tasks, ngrams.missing):
+    docs = _read_documents(cfg)
+    ngrams.missing.extend(docs.missing)
+    for task, text in docs.documents:
         ngrams.add(task, text)
     keys = ngrams.summary()["keys"]
     print(
@@ -160,45 +160,19 @@ def eval_ngrams(cfg: DecontamConfig) -> EvalNgrams:
     return ngrams.freeze()
 
 
-def _eval_documents(names: Sequence[str], missing: list[str]) -> Iterator[tuple[str, str]]:
-    """(task, text) of each evaluation document; appends the names whose data are absent to `missing`."""
-    # Data sets come from the local cache only, as for `python -m evaluation`; set before lm-eval loads.
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from lm_eval.api.group import Group
-
-    from evaluation.tasks import MissingDataError, load_tasks, task_manager
-
-    manager = task_manager(names)
-    for name in names:
-        try:
-            loaded = load_tasks(manager, {name: None})
-        except MissingDataError:
-            missing.append(name)
-            continue
-        except ValueError as e:
-            raise ConfigError(f"decontam.tasks: {e}") from e
-        for item in loaded:
-            for task in item.get_all_tasks() if isinstance(item, Group) else [item]:
-                for doc in task.eval_docs:
-                    yield task.config.task, _scored_text(task, doc)
-
-
-def _scored_text(task: Task, doc: dict) -> str:
-    """The text the model is scored on: context, delimiter and right answer (lm-eval's own query
-    when the task defines one)."""
-    if task.should_decontaminate():
-        return str(task.doc_to_decontamination_query(doc))
-    text, target = task.doc_to_text(doc), task.doc_to_target(doc)
-    if task.OUTPUT_TYPE == "multiple_choice":
-        choices = task.doc_to_choice(doc)
-        if isinstance(text, int):  # Winogrande-style: the right context by index, one shared continuation
-            text = choices[text]
-        elif isinstance(target, int):
-            target = choices[target]
-    if isinstance(target, list):
-        target = target[0] if target else ""
-    return f"{text}{task.config.target_delimiter}{target}"
+def _read_documents(cfg: DecontamConfig) -> EvalDocuments:
+    write = f"python -m evaluation documents --tasks {','.join(cfg.tasks)} --out {cfg.documents or 'FILE'}"
+    if cfg.documents is None:
+        raise ConfigError(f"decontam.tasks needs decontam.documents, the eval documents file ({write})")
+    if not Path(cfg.documents).is_file():
+        raise ConfigError(f"decontam.documents: no file {cfg.documents}; write it with `{write}`")
+    docs = read_eval_documents(cfg.documents)
+    if docs.tasks != cfg.tasks:
+        raise ConfigError(
+            f"decontam.documents: {cfg.documents} holds the documents of {docs.tasks}, not of "
+            f"decontam.tasks; write it again with `{write}`"
+        )
+    return docs
 
 
 def decontam_stage(work: WorkDir, parts: Sequence[Partition], ngrams: EvalNgrams) -> Stage[Partition]:

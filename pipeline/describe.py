@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import tokenizer
+from common.shards import ShardSet, manifest_hash
 from pipeline.counts import ALL_STEPS
-from pipeline.shards import ShardSet, manifest_hash
 
 
 def describe(folder: str | Path, rows: int = 3, chars: int = 400) -> str:

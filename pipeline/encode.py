@@ -1,7 +1,7 @@
 """Encoding for pack: documents -> Arcade100k ids + `<|endoftext|>`, code optionally in fill-in-the-middle
 form, each tagged with its seeded shuffle key and window.
 
-`Encode` runs in the pack job's encode tasks (`pipeline.pack`), one or more parquet row groups at a
+`Encode` runs in the pack job's encode tasks (`pipeline.pack_job`), one or more parquet row groups at a
 time, on the engine `tokenizer.load` picks (fastokens where it reproduces tiktoken's ids) with as many
 threads as Ray gave the task CPUs. Arcade100k loads once per worker process (`tokenizer.load` caches
 it), so an `Encode` is cheap to build and each task builds its own. It returns one table per pack
@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import tokenizer
+from common.shards import TokenizerInfo
 from pipeline.cluster import ray_cpus
-from pipeline.shards import TokenizerInfo
 from tokenizer.engines import EngineChoice, flat
 
 ENCODED_SCHEMA = pa.schema(
@@ -140,17 +140,15 @@ def checked_rate(enc: tokenizer.Arcade100k, verify_rate: float) -> float:
     return 0.0 if enc.engine == "tiktoken" else verify_rate
 
 
-def exactness_check(
-    enc: tokenizer.Arcade100k, seed: int, verify_rate: float, reference: Reference | None = None
-) -> ExactnessCheck | None:
-    """The check of what `enc` encodes against `reference`, or None when there is nothing to check.
+def exactness_check(enc: tokenizer.Arcade100k, seed: int, verify_rate: float) -> ExactnessCheck | None:
+    """The check of what `enc` encodes, or None when there is nothing to check.
 
-    The default reference is the tiktoken encoding that `enc` holds for decoding: the one that
+    The reference is the tiktoken encoding that `enc` holds for decoding: the one that
     `tokenizer.load(engine="tiktoken")` encodes with, without building it again in every actor.
     """
     if (rate := checked_rate(enc, verify_rate)) == 0:
         return None
-    return ExactnessCheck(f"{enc.engine} {enc.engine_version}", reference or enc.encoding, seed, rate)
+    return ExactnessCheck(f"{enc.engine} {enc.engine_version}", enc.encoding, seed, rate)
 
 
 def tokenizer_info(enc: tokenizer.Arcade100k, verify_rate: float) -> TokenizerInfo:
@@ -172,7 +170,7 @@ class Encode:
     Windows in `skip_windows` are left out (done before, or another round's); the others, in order,
     are dealt in turn to `parts` pack tasks (`parts_windows`). `engine` is the engine to load (pack
     passes the one it records in the manifest, so that a worker without it fails rather than writing
-    another engine's ids); `verify_rate` and `reference` set up the `ExactnessCheck` (0: none).
+    another engine's ids); `verify_rate` sets up the `ExactnessCheck` (0: none).
     """
 
     def __init__(
@@ -187,7 +185,6 @@ class Encode:
         parts: int = 1,
         engine: EngineChoice = "auto",
         verify_rate: float = 0.0,
-        reference: Reference | None = None,
     ):
         if (cpus := ray_cpus()) is not None:
             # Before the engine loads: fastokens sizes its pool once, by default to every core, and N
@@ -202,7 +199,7 @@ class Encode:
         self.parts = parts
         todo = todo_windows(n_windows, frozenset(skip_windows))
         self.part_of = {w: i for i, windows in enumerate(parts_windows(todo, parts)) for w in windows}
-        self.check = exactness_check(self.enc, seed, verify_rate, reference)
+        self.check = exactness_check(self.enc, seed, verify_rate)
 
     def encode(self, batch: pa.Table) -> pa.Table:
         """Encode a table of documents (columns id, text, source), in its order, every part together."""
@@ -284,7 +281,7 @@ def encoded_table(docs: Sequence[Encoded]) -> pa.Table:
 def encode_row_groups(
     encoder: Callable[[], Encode], units: Sequence[tuple[str, int]]
 ) -> pa.Table | list[pa.Table]:
-    """An encode task of `pipeline.pack`: the documents of parquet row groups, given as (path, row
+    """An encode task of `pipeline.pack_job`: the documents of parquet row groups, given as (path, row
     group), read here (text never passes through Ray's object store) and encoded by `encoder()`, a
     table per pack task; the table itself when there is one pack task, as Ray returns one value."""
     tables = [

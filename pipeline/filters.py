@@ -22,7 +22,8 @@ from pipeline.config import (
     GopherRepetitionConfig,
     LangIdConfig,
 )
-from pipeline.text import count_sentences, punctuation, split_words, stop_words
+from pipeline.spacy_split import count_sentences, punctuation, split_words
+from pipeline.stop_words import stop_words
 
 
 @dataclass
@@ -58,6 +59,9 @@ class Doc:
 class Decision:
     kept: bool
     rule: str | None = None
+    # The document's new text when the filter rewrote it (C4 keeps only its good lines); `run_chain`
+    # gives it to the document before the next filter runs.
+    text: str | None = field(default=None, repr=False)
 
 
 KEEP = Decision(True)
@@ -209,7 +213,7 @@ _POLICY_RE = re.compile("terms of use|privacy policy|cookie policy|uses cookies|
 
 
 class C4QualityFilter:
-    """C4's line and page rules. Keeps only the lines that pass, so it rewrites `doc.text`."""
+    """C4's line and page rules. Keeps only the lines that pass: a kept document's decision carries them."""
 
     name = "c4"
 
@@ -247,8 +251,7 @@ class C4QualityFilter:
             kept.append(line)
         if sentences < cfg.min_num_sentences:
             return Decision(False, "too_few_sentences")
-        doc.set_text("\n".join(kept).strip())
-        return KEEP
+        return Decision(True, text="\n".join(kept).strip())
 
 
 _AUTOGEN_RE = re.compile(
@@ -324,13 +327,16 @@ class Outcome:
 
 
 def run_chain(chain: list[Filter], doc: Doc, evaluate_all: bool = False) -> Outcome:
-    """Run `chain` on `doc` (which filters may rewrite). Stops at the first drop unless `evaluate_all`,
-    which also records what every later filter would decide; kept/reason are the same either way."""
+    """Run `chain` on `doc`, whose text becomes each rewriting filter's. Stops at the first drop unless
+    `evaluate_all`, which also records what every later filter would decide; kept/reason are the same
+    either way."""
     decisions: dict[str, Decision] = {}
     first: tuple[str, str | None] | None = None
     for step in chain:
         decision = step(doc)
         decisions[step.name] = decision
+        if decision.text is not None:
+            doc.set_text(decision.text)
         if not decision.kept and first is None:
             first = (step.name, decision.rule)
             if not evaluate_all:

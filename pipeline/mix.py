@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 from common.files import write_json
 from pipeline.config import DataConfig
 from pipeline.dedup import node_range
-from pipeline.layout import WorkDir
 from pipeline.plan import Partition
 from pipeline.stage import Stage, partition_stage
 from pipeline.storage import DOC_SCHEMA, write_table
+from pipeline.workdir import WorkDir
 
 SPLIT, MIX = "split", "mix"
 DUPS_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string())])

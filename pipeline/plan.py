@@ -12,8 +12,8 @@ from common.config import ConfigError
 from common.files import read_json, write_json
 from pipeline.config import DataConfig
 from pipeline.inputs import require_input, sources_without_input
-from pipeline.layout import WorkDir, remove_outputs
 from pipeline.sources import expand_paths
+from pipeline.workdir import WorkDir, remove_outputs
 
 # Settings that only the split, decontam and mix stages read: changing them redoes those stages only.
 MIX_FIELDS = ("seed", "valid_fraction", "total_tokens", "decontam")

@@ -20,11 +20,11 @@ from common.files import write_json
 from pipeline.cluster import ray_cpus
 from pipeline.config import DataConfig, SourceConfig
 from pipeline.filters import Doc, Filter, build_chain, run_chain
-from pipeline.layout import WorkDir
 from pipeline.plan import Partition
-from pipeline.sources import FILE, TRUNCATED, BadRow, excluded, read_file
+from pipeline.sources import FILE, TRUNCATED, BadRow, Record, excluded, read_file
 from pipeline.stage import Stage, partition_stage
 from pipeline.storage import BAD_SCHEMA, FILTERED_SCHEMA, REJECT_SCHEMA, ParquetSink
+from pipeline.workdir import WorkDir
 
 FILTER = "filter"
 
@@ -63,14 +63,10 @@ def filter_document(
     for name, decision in outcome.decisions.items():
         if not decision.kept:
             break
-        if name == "c4":  # C4 keeps only its good lines, so the token count changes here
-            tokens = count_tokens(doc.text)
+        if decision.text is not None:  # the filter rewrote the text, so its token count changes here
+            tokens = count_tokens(decision.text)
         flow.add(name, tokens)
     return outcome.kept, outcome.reason, outcome.rule, tokens
-
-
-def _bad_row(doc_id: str, source: str, path: str, row: int, reason: str, raw: str) -> dict[str, Any]:
-    return {"id": doc_id, "source": source, "path": path, "row": row, "reason": reason, "raw": raw}
 
 
 def filter_stage(cfg: DataConfig, work: WorkDir, parts: Sequence[Partition]) -> Stage[Partition]:
@@ -82,86 +78,97 @@ def filter_partition(
     part: Partition, sources: dict[str, SourceConfig], work: WorkDir, rejects: bool
 ) -> dict[str, int]:
     """Stage-1 task for one input file; returns (and stores) its stats."""
-    pid, source, path = part.pid, part.source, part.path
-    cfg = sources[source]
-    chain = build_chain(cfg.filters)
-    kept = ParquetSink(work.filtered(pid), FILTERED_SCHEMA)
-    dropped = ParquetSink(work.rejects(pid), REJECT_SCHEMA) if rejects else None
-    bad = ParquetSink(work.bad(pid), BAD_SCHEMA)
-    flow, reasons = Flow(), defaultdict(Counter)
-    tail = "/".join(Path(path).parts[-2:])
-    rows, file_error = 0, None
-    for item in read_file(source, path, cfg):
+    task = _FileFilter(part, sources[part.source], work, rejects)
+    for item in read_file(part.source, part.path, task.cfg):
         if isinstance(item, BadRow):
-            bad.add(_bad_row(f"{source}/{tail}#{item.row}", source, path, item.row, item.reason, item.raw))
-            reasons["bad"][item.reason.split(":")[0]] += 1
-            if item.row == FILE:
-                file_error = item.reason
-            else:
-                rows += 1
-            continue
-        rows += 1
-        doc = Doc(item.id, item.text, source, lang=item.lang, meta=json.dumps(item.meta, ensure_ascii=False))
-        tokens = count_tokens(doc.text)
-        flow.add("read", tokens)
-        rule = excluded(item, cfg.exclude)
-        if rule is not None:
-            keep, reason = False, "exclude"
+            task.add_bad_row(item)
         else:
-            flow.add("exclude", tokens)
-            try:
-                keep, reason, rule, tokens = filter_document(doc, chain, flow, tokens)
-            except Exception as e:  # a document that breaks a filter is set aside, not the whole run
-                bad.add(_bad_row(doc.id, source, path, item.row, f"filter error: {e!r}", doc.text[:200]))
-                reasons["bad"]["filter error"] += 1
-                continue
-        if keep:
-            kept.add(
-                {
-                    "id": doc.id,
-                    "text": doc.text,
-                    "source": source,
-                    "lang": doc.lang,
-                    "meta": doc.meta,
-                    "lang_score": doc.lang_score,
-                    "n_tokens": tokens,
-                }
-            )
-            continue
-        reasons[reason][rule or ""] += 1
-        if dropped is not None:
-            dropped.add(
-                {
-                    "id": doc.id,
-                    "source": source,
-                    "lang": doc.lang,
-                    "lang_score": doc.lang_score,
-                    "reason": reason,
-                    "rule": rule,
-                    "text": doc.text,
-                }
-            )
-    for sink in (kept, dropped, bad):
-        if sink is not None:
-            sink.close()
-    bad_rows = bad.count - (file_error is not None)
-    stats = {
-        "pid": pid,
-        "source": source,
-        "path": path,
-        "flow": flow.as_dict(),
-        "reasons": {k: dict(v) for k, v in reasons.items()},
-        "kept_docs": kept.count,
-        # The file: rows read (documents and bad rows), and why it ended early, if it did.
-        "rows": rows,
-        "bad_rows": bad_rows,
-        "truncated": file_error is not None and file_error.startswith(TRUNCATED),
-        "file_error": file_error,
-    }
-    write_json(work.stats(FILTER, pid), stats)
+            task.add_record(item)
+    stats = task.finish()
+    write_json(work.stats(FILTER, part.pid), stats)
     return {
-        "rows": rows,
-        "kept": kept.count,
-        "bad_rows": bad_rows,
-        "broken_files": int(file_error is not None),
+        "rows": stats["rows"],
+        "kept": stats["kept_docs"],
+        "bad_rows": stats["bad_rows"],
+        "broken_files": int(stats["file_error"] is not None),
     }
+
+
+class _FileFilter:
+    """One input file through the stage: its kept, dropped and bad outputs, and the counts of its stats."""
+
+    def __init__(self, part: Partition, cfg: SourceConfig, work: WorkDir, rejects: bool):
+        self.part, self.cfg = part, cfg
+        self.chain = build_chain(cfg.filters)
+        self.kept = ParquetSink(work.filtered(part.pid), FILTERED_SCHEMA)
+        self.dropped = ParquetSink(work.rejects(part.pid), REJECT_SCHEMA) if rejects else None
+        self.bad = ParquetSink(work.bad(part.pid), BAD_SCHEMA)
+        self.flow, self.reasons = Flow(), defaultdict(Counter)
+        self.rows, self.file_error = 0, None
+        self.tail = "/".join(Path(part.path).parts[-2:])  # a bad row's id: source/<folder>/<file>#<row>
+
+    def add_bad_row(self, item: BadRow) -> None:
+        """Input that could not become a document, or (row FILE) why the file ended early."""
+        doc_id = f"{self.part.source}/{self.tail}#{item.row}"
+        self._set_aside(doc_id, item.row, item.reason, item.raw, counted_as=item.reason.split(":")[0])
+        if item.row == FILE:
+            self.file_error = item.reason
+        else:
+            self.rows += 1
+
+    def add_record(self, item: Record) -> None:
+        """Exclude, filter and count one document, then keep or drop it."""
+        self.rows += 1
+        meta = json.dumps(item.meta, ensure_ascii=False)
+        doc = Doc(item.id, item.text, self.part.source, lang=item.lang, meta=meta)
+        tokens = count_tokens(doc.text)
+        self.flow.add("read", tokens)
+        rule = excluded(item, self.cfg.exclude)
+        if rule is not None:
+            self._drop(doc, "exclude", rule)
+            return
+        self.flow.add("exclude", tokens)
+        try:
+            keep, reason, rule, tokens = filter_document(doc, self.chain, self.flow, tokens)
+        except Exception as e:  # a document that breaks a filter is set aside, not the whole run
+            error = f"filter error: {e!r}"
+            self._set_aside(doc.id, item.row, error, doc.text[:200], counted_as="filter error")
+            return
+        if keep:
+            self._keep(doc, tokens)
+        else:
+            self._drop(doc, reason, rule)
+
+    def _keep(self, doc: Doc, tokens: int) -> None:
+        row = {"id": doc.id, "text": doc.text, "source": doc.source, "lang": doc.lang, "meta": doc.meta}
+        self.kept.add({**row, "lang_score": doc.lang_score, "n_tokens": tokens})
+
+    def _drop(self, doc: Doc, reason: str | None, rule: str | None) -> None:
+        self.reasons[reason][rule or ""] += 1
+        if self.dropped is not None:
+            row = {"id": doc.id, "source": doc.source, "lang": doc.lang, "lang_score": doc.lang_score}
+            self.dropped.add({**row, "reason": reason, "rule": rule, "text": doc.text})
+
+    def _set_aside(self, doc_id: str, row: int, reason: str, raw: str, counted_as: str) -> None:
+        source, path = self.part.source, self.part.path
+        self.bad.add({"id": doc_id, "source": source, "path": path, "row": row, "reason": reason, "raw": raw})
+        self.reasons["bad"][counted_as] += 1
+
+    def finish(self) -> dict[str, Any]:
+        """Close the outputs; returns the file's stats."""
+        for sink in (self.kept, self.dropped, self.bad):
+            if sink is not None:
+                sink.close()
+        return {
+            "pid": self.part.pid,
+            "source": self.part.source,
+            "path": self.part.path,
+            "flow": self.flow.as_dict(),
+            "reasons": {k: dict(v) for k, v in self.reasons.items()},
+            "kept_docs": self.kept.count,
+            # The file: rows read (documents and bad rows), and why it ended early, if it did.
+            "rows": self.rows,
+            "bad_rows": self.bad.count - (self.file_error is not None),
+            "truncated": self.file_error is not None and self.file_error.startswith(TRUNCATED),
+            "file_error": self.file_error,
+        }

@@ -12,16 +12,17 @@ from pathlib import Path
 
 from common.files import remove_temporaries, write_json
 from pipeline.cluster import start_ray
+from pipeline.components import component_partitions, components
 from pipeline.config import DataConfig
 from pipeline.decontam import DECONTAM, decontam_stage, drop_stale, eval_ngrams
-from pipeline.dedup import bucket_partitions, bucket_stage, component_partitions, components, signature_stage
+from pipeline.dedup import bucket_partitions, bucket_stage, signature_stage
 from pipeline.inputs import require_input, sources_without_input
-from pipeline.layout import WorkDir
 from pipeline.mix import MIX, SPLIT, mix_stage, mixing_rates, split_stage, target_shares, train_tokens
 from pipeline.plan import make_plan
 from pipeline.read_filter import FILTER, filter_stage
 from pipeline.report import collect, write_report
 from pipeline.stage import run_on_ray
+from pipeline.workdir import WorkDir
 
 
 def run(cfg: DataConfig, verbose: bool = False) -> Path:

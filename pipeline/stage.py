@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Generic, TextIO, TypeVar
 import ray
 
 if TYPE_CHECKING:
-    from pipeline.layout import WorkDir
     from pipeline.plan import Partition
+    from pipeline.workdir import WorkDir
 
 T = TypeVar("T")
 # Off a terminal (a log file), a long stage still prints its progress line this often.
@@ -81,12 +81,6 @@ class Progress:
         # "\r" and "erase to the end of the line" rewrite the terminal's current line in place.
         self.out.write(f"\r{line}\x1b[K{end}" if self.tty else f"{line}{end}")
         self.out.flush()
-
-
-def run_in_process(stage: Stage[Any]) -> None:
-    """Run a stage's unfinished tasks one by one, for direct calls; the pipeline runs them on Ray."""
-    for task in stage.todo():
-        stage.run(task)
 
 
 def run_on_ray(stage: Stage[Any]) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.config import flatten
+from common.shards import MANIFEST, Manifest
 from common.tracking import Tracker, git_commit
-from pipeline.shards import MANIFEST, Manifest
 
 EXPERIMENT = "data"
 

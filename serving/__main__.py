@@ -14,11 +14,12 @@ from typing import get_args
 import uvicorn
 
 from common.config import CONFIG_DIR, ConfigError, load
+from common.precision import DeviceError, Dtype
 from serving.app import create_app
-from serving.config import Dtype, ServeConfig
-from serving.engine import Engine
+from serving.batcher import Batcher
+from serving.config import ServeConfig
 from serving.metrics import Metrics
-from serving.model_source import ModelError, resolve
+from serving.model_path import ModelError, export_to_serve
 
 API_KEY_ENV = "SERVING_API_KEY"
 
@@ -47,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     scratch = None
     try:
         config = load(args.config, ServeConfig, overrides)
-        folder, scratch = resolve(Path(args.model))
-        engine = Engine(folder, config, Metrics())
-    except (ConfigError, ModelError) as e:
+        folder, scratch = export_to_serve(Path(args.model))
+        batcher = Batcher(folder, config, Metrics())
+    except (ConfigError, DeviceError, ModelError) as e:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         print(f"error: {e}", file=sys.stderr)
@@ -57,14 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     if scratch is not None:
         # Only loading reads a converted checkpoint. uvicorn ends the process by re-raising the signal
         # that stopped it, which skips cleanup at exit, so the folder goes as soon as it has been read.
-        threading.Thread(target=_remove_when_loaded, args=(engine, scratch), daemon=True).start()
-    app = create_app(engine, config.served_model_name or args.model, api_key=args.api_key or None)
+        threading.Thread(target=_remove_when_loaded, args=(batcher, scratch), daemon=True).start()
+    app = create_app(batcher, config.served_model_name or args.model, api_key=args.api_key or None)
     uvicorn.run(app, host=config.host, port=config.port, log_level="info")
     return 0
 
 
-def _remove_when_loaded(engine: Engine, folder: Path) -> None:
-    engine.wait_loaded()
+def _remove_when_loaded(batcher: Batcher, folder: Path) -> None:
+    batcher.wait_loaded()
     shutil.rmtree(folder, ignore_errors=True)
 
 

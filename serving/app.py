@@ -1,7 +1,7 @@
 """The HTTP app: OpenAI's /v1/completions and /v1/models, plus /health, /metrics, /tokenize, /detokenize.
 
 Request handlers only validate, tokenize and translate (`serving.completions` shapes a completion); the
-engine's worker thread does all model work. Work that grows with the size of a request (tokenizing,
+batcher's worker thread does all model work. Work that grows with the size of a request (tokenizing,
 decoding, rendering large bodies) runs in worker threads, so the event loop always answers /health.
 """
 
@@ -17,48 +17,48 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from serving.batcher import Batcher
 from serving.completions import Completion, collect_while_connected
-from serving.engine import Engine
 from serving.errors import add_error_handlers
 from serving.middleware import BodyLimit, Gate
 from serving.protocol import APIError, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from serving.request_checks import check_model, check_token_ids, encode
 from serving.text import token_str
-from serving.validation import check_model, check_token_ids, encode
 
 __all__ = ["ROUTES", "create_app"]
 
 ROUTES = ("/v1/completions", "/v1/models", "/health", "/metrics", "/tokenize", "/detokenize")
 
 
-def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> FastAPI:
-    """The server's app over `engine`, answering to `model_name`; with `api_key`, every route but /health
+def create_app(batcher: Batcher, model_name: str, api_key: str | None = None) -> FastAPI:
+    """The server's app over `batcher`, answering to `model_name`; with `api_key`, every route but /health
     and /metrics requires it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine.start()  # loads the model in the worker thread; /health answers 503 until it is done
+        batcher.start()  # loads the model in the worker thread; /health answers 503 until it is done
         yield
-        engine.stop()
+        batcher.stop()
 
     app = FastAPI(title="stablelm2-repro serving", lifespan=lifespan)
     # The last added runs first: the key is checked before any of the body is read.
-    app.add_middleware(BodyLimit, max_bytes=engine.config.max_body_bytes)
-    app.add_middleware(Gate, metrics=engine.metrics, api_key=api_key, routes=ROUTES)
+    app.add_middleware(BodyLimit, max_bytes=batcher.config.max_body_bytes)
+    app.add_middleware(Gate, metrics=batcher.metrics, api_key=api_key, routes=ROUTES)
     add_error_handlers(app)
-    tok = functools.lru_cache(maxsize=1 << 17)(functools.partial(token_str, engine.enc))
+    tok = functools.lru_cache(maxsize=1 << 17)(functools.partial(token_str, batcher.enc))
     created = int(time.time())
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        if engine.error is not None:
-            return JSONResponse({"status": "error", "error": engine.error}, status_code=503)
-        if not engine.ready:
+        if batcher.error is not None:
+            return JSONResponse({"status": "error", "error": batcher.error}, status_code=503)
+        if not batcher.ready:
             return JSONResponse({"status": "loading"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(engine.metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(batcher.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -67,29 +67,29 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> F
             "object": "model",
             "created": created,
             "owned_by": "stablelm2-repro",
-            "max_model_len": engine.max_model_len,
-            "dtype": engine.dtype_name,
+            "max_model_len": batcher.max_model_len,
+            "dtype": batcher.dtype_name,
         }
         return {"object": "list", "data": [card]}
 
     @app.post("/tokenize")
     async def tokenize(req: TokenizeRequest) -> JSONResponse:
         check_model(req.model, model_name)
-        return await run_in_threadpool(_tokenized, engine, req.prompt)
+        return await run_in_threadpool(_tokenized, batcher, req.prompt)
 
     @app.post("/detokenize")
     async def detokenize(req: DetokenizeRequest) -> JSONResponse:
         check_model(req.model, model_name)
-        return await run_in_threadpool(_detokenized, engine, req.tokens)
+        return await run_in_threadpool(_detokenized, batcher, req.tokens)
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, http: Request) -> Response:
-        if not engine.ready:
+        if not batcher.ready:
             raise APIError(
-                503, engine.error or "the model is still loading", type="server_error", code="not_ready"
+                503, batcher.error or "the model is still loading", type="server_error", code="not_ready"
             )
         check_model(req.model, model_name)
-        completion = await Completion.create(engine, req, model_name, tok)
+        completion = await Completion.create(batcher, req, model_name, tok)
         completion.submit()
         if req.stream:
             return StreamingResponse(completion.stream(), media_type="text/event-stream")
@@ -98,14 +98,14 @@ def create_app(engine: Engine, model_name: str, api_key: str | None = None) -> F
     return app
 
 
-def _tokenized(engine: Engine, text: str) -> JSONResponse:
+def _tokenized(batcher: Batcher, text: str) -> JSONResponse:
     """/tokenize's answer, built in a worker thread: megabytes of text are millions of ids to encode
     and render."""
-    tokens = encode(engine, text)
-    return JSONResponse({"tokens": tokens, "count": len(tokens), "max_model_len": engine.max_model_len})
+    tokens = encode(batcher, text)
+    return JSONResponse({"tokens": tokens, "count": len(tokens), "max_model_len": batcher.max_model_len})
 
 
-def _detokenized(engine: Engine, tokens: list[int]) -> JSONResponse:
+def _detokenized(batcher: Batcher, tokens: list[int]) -> JSONResponse:
     """/detokenize's answer, built in a worker thread for the same reason as `_tokenized`."""
-    check_token_ids(engine, tokens, "tokens")
-    return JSONResponse({"prompt": engine.enc.decode(tokens)})
+    check_token_ids(batcher, tokens, "tokens")
+    return JSONResponse({"prompt": batcher.enc.decode(tokens)})

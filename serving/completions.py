@@ -1,7 +1,7 @@
-"""One completion request: its prompts checked and tokenized, its choices submitted to the engine as
+"""One completion request: its prompts checked and tokenized, its choices submitted to the batcher as
 sequences, and what they generate shaped as OpenAI's response or stream of server-sent events.
 
-The engine's worker thread hands each output back through an asyncio queue per request.
+The batcher's worker thread hands each output back through an asyncio queue per request.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from serving.batcher import Batcher, Output, Sequence
 from serving.config import ServeConfig
-from serving.engine import Engine, Output, Sequence
 from serving.protocol import APIError, CompletionRequest, error_body
+from serving.request_checks import check_token_ids, encode
 from serving.sampling import SamplingParams, TokenLogprob
 from serving.text import text_offsets
-from serving.validation import check_token_ids, encode
 
 __all__ = ["Choice", "Completion", "collect_while_connected"]
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TokenizedPrompt:
-    """A prompt as the engine takes it (ids) and as `echo` sends it back (text)."""
+    """A prompt as the batcher takes it (ids) and as `echo` sends it back (text)."""
 
     ids: list[int]
     text: str
@@ -55,18 +55,18 @@ class Choice:
 
 
 class Completion:
-    """One request's choices (its prompts checked and tokenized by `create`), run on the engine and
+    """One request's choices (its prompts checked and tokenized by `create`), run on the batcher and
     shaped as OpenAI's response."""
 
     def __init__(
         self,
-        engine: Engine,
+        batcher: Batcher,
         req: CompletionRequest,
         model_name: str,
         tok: Callable[[int], str],
         prompts: list[TokenizedPrompt],
     ):
-        self.engine = engine
+        self.batcher = batcher
         self.req = req
         self.model_name = model_name
         self.tok = tok
@@ -83,12 +83,12 @@ class Completion:
 
     @classmethod
     async def create(
-        cls, engine: Engine, req: CompletionRequest, model_name: str, tok: Callable[[int], str]
+        cls, batcher: Batcher, req: CompletionRequest, model_name: str, tok: Callable[[int], str]
     ) -> Completion:
         """The request checked and its prompts tokenized in a worker thread: megabytes of prompt take
         long enough to tokenize that, on the event loop, they would hold up every other request."""
-        prompts = await run_in_threadpool(_checked_prompts, engine, req)
-        return cls(engine, req, model_name, tok, prompts)
+        prompts = await run_in_threadpool(_checked_prompts, batcher, req)
+        return cls(batcher, req, model_name, tok, prompts)
 
     def submit(self) -> None:
         loop = asyncio.get_running_loop()
@@ -98,7 +98,7 @@ class Completion:
                 max_tokens=(
                     req.max_tokens
                     if req.max_tokens is not None
-                    else self.engine.max_model_len - len(choice.prompt_ids)
+                    else self.batcher.max_model_len - len(choice.prompt_ids)
                 ),
                 temperature=req.temperature,
                 top_p=req.top_p,
@@ -110,7 +110,7 @@ class Completion:
                 prompt_logprobs=req.logprobs if req.echo else None,
             )
             deliver = functools.partial(_deliver, loop, self.queue, choice.index)
-            choice.seq = self.engine.submit(choice.prompt_ids, params, deliver)
+            choice.seq = self.batcher.submit(choice.prompt_ids, params, deliver)
 
     async def _next(self) -> tuple[Choice, Output]:
         index, out = await self.queue.get()
@@ -123,10 +123,10 @@ class Completion:
         choice.finish_reason = out.finish_reason
         if out.token_ids and not self.first_token_seen:
             self.first_token_seen = True
-            self.engine.metrics.time_to_first_token.observe(time.perf_counter() - self.started)
+            self.batcher.metrics.time_to_first_token.observe(time.perf_counter() - self.started)
         if out.finish_reason == "error":
             raise APIError(
-                500, "generation failed; see the server log", type="server_error", code="engine_error"
+                500, "generation failed; see the server log", type="server_error", code="generation_error"
             )
         return choice, out
 
@@ -168,7 +168,7 @@ class Completion:
             "tokens": [self.tok(t) for t in ids],
             "token_logprobs": [None if e is None else e.logprob for e in entries],
             "top_logprobs": [None if e is None else self._top_json(e) for e in entries],
-            "text_offset": text_offsets(self.engine.enc, ids, offset),
+            "text_offset": text_offsets(self.batcher.enc, ids, offset),
         }
 
     def _top_json(self, entry: TokenLogprob) -> dict[str, float]:
@@ -251,7 +251,7 @@ async def _hangup(http: Request) -> None:
 
 
 def _deliver(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, index: int, out: Output) -> None:
-    """Called on the engine's thread: hand `out` to the request's event loop."""
+    """Called on the batcher's thread: hand `out` to the request's event loop."""
     try:
         loop.call_soon_threadsafe(queue.put_nowait, (index, out))
     except RuntimeError:  # the loop is closed: the server is shutting down and nobody is listening
@@ -264,22 +264,22 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
 
-def _checked_prompts(engine: Engine, req: CompletionRequest) -> list[TokenizedPrompt]:
+def _checked_prompts(batcher: Batcher, req: CompletionRequest) -> list[TokenizedPrompt]:
     """The request's prompts as token ids and text, once its limits, each prompt's tokens and each
     prompt's length are checked; an APIError names the first problem. Cheap checks come first, so a
     request over a limit is refused before any of its text is tokenized."""
     prompts = _prompt_list(req.prompt)
-    _check_limits(engine.config, req, len(prompts))
+    _check_limits(batcher.config, req, len(prompts))
     found = []
     for one in prompts:
         if isinstance(one, str):
-            prompt = TokenizedPrompt(encode(engine, one), one)
+            prompt = TokenizedPrompt(encode(batcher, one), one)
         else:
-            check_token_ids(engine, one, "prompt")
-            prompt = TokenizedPrompt(one, engine.enc.decode(one))
+            check_token_ids(batcher, one, "prompt")
+            prompt = TokenizedPrompt(one, batcher.enc.decode(one))
         if not prompt.ids:
             raise APIError(400, "a prompt must have at least one token", param="prompt", code="invalid_value")
-        _check_length(engine.max_model_len, len(prompt.ids), req.max_tokens)
+        _check_length(batcher.max_model_len, len(prompt.ids), req.max_tokens)
         found.append(prompt)
     return found
 

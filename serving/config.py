@@ -7,8 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from common.config import Config
-
-Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+from common.precision import Dtype
 
 
 class ServeConfig(Config):

@@ -17,11 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import dedup
+from pipeline import dedup, groupby
+from pipeline.components import component_partitions, components
 from pipeline.config import DedupConfig
-from pipeline.dedup import BAND, EXACT, SIG_SCHEMA, STORED_MINHASH, node_id
-from pipeline.layout import WorkDir
+from pipeline.dedup import SIG_SCHEMA, STORED_MINHASH, node_id
+from pipeline.lsh import BAND, EXACT
 from pipeline.stage import Stage
+from pipeline.workdir import WorkDir
 
 CFG = DedupConfig(rows_per_bucket_partition=150_000, edges_per_component_partition=150_000)
 DOCS_PER_PARTITION = 10_000
@@ -97,7 +99,7 @@ def dedup_measured(work: WorkDir, buckets: int) -> dict[str, int]:
         for task in stage.todo():
             measured(kind, stage.run, task)
 
-    dedup.components(work, dedup.component_partitions(work, CFG), runner)
+    components(work, component_partitions(work, CFG), runner)
     return dict(peaks)
 
 
@@ -120,7 +122,7 @@ def test_a_page_repeated_many_times_dedups_in_bounded_memory(tmp_path: Path):
     # 8-byte values, and a bucket task the stored signatures of VERIFY_ROWS pairs (two arrays of 2-byte
     # values and their comparison): the bound depends on the partition sizes and the batches, not on the
     # cluster. Only how full the batches are differs between the two corpora: one batch of slack.
-    batch = 48 * dedup.BATCH_ROWS
+    batch = 48 * groupby.BATCH_ROWS
     verify = 5 * dedup.VERIFY_ROWS * CFG.bands * CFG.rows
     bound = 32 * (CFG.rows_per_bucket_partition + CFG.edges_per_component_partition) + batch + verify
     for stage in small:

@@ -11,12 +11,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import dedup
+from harness.stages import run_in_process
+from pipeline import dedup, lsh
+from pipeline.components import components
 from pipeline.config import DedupConfig
-from pipeline.layout import WorkDir
+from pipeline.normalize import normalize_for_dedup
 from pipeline.plan import Partition
 from pipeline.storage import write_table
-from pipeline.text import normalize_for_dedup
+from pipeline.workdir import WorkDir
 
 # Lowercase letters only: normalization (which folds digits and case) leaves these words alone.
 VOCAB = ["w" + str(i).translate(str.maketrans("0123456789", "abcdefghij")) for i in range(5000)]
@@ -34,12 +36,12 @@ def colliding_pair_below(cfg: DedupConfig) -> tuple[str, str, float]:
     `min_similarity` of their values (the tail of the LSH curve), found by trying seeded edits."""
     rng = random.Random(0)
     words = [rng.choice(VOCAB) for _ in range(600)]
-    base = dedup.minhash(" ".join(words), cfg)
+    base = lsh.minhash(" ".join(words), cfg)
     for _ in range(2000):
         copy = " ".join(edited(words, 28, rng))
-        sig = dedup.minhash(copy, cfg)
+        sig = lsh.minhash(copy, cfg)
         share = float(np.mean(sig == base))
-        collide = set(dedup.band_keys(sig, cfg)) & set(dedup.band_keys(base, cfg))
+        collide = set(lsh.band_keys(sig, cfg)) & set(lsh.band_keys(base, cfg))
         if collide and cfg.min_similarity - 0.05 <= share < cfg.min_similarity:
             return " ".join(words), copy, share
     raise AssertionError("no colliding pair just below the threshold in 2000 tries")
@@ -55,7 +57,7 @@ def run_dedup(tmp: Path, texts: list[list[str]], cfg: DedupConfig) -> tuple[dict
         write_table(work.filtered(part.pid), pa.table({"text": docs}))
         dedup.signature_partition(part, cfg, work, buckets)
     stats = [dedup.bucket_partition(b, work, cfg) for b in range(buckets)]
-    dedup.components(work)
+    components(work, 1, run_in_process)
     dropped = {r["node"]: r for r in pq.read_table(work.dropped).to_pylist()}
     return dropped, sum(s["dissimilar"] for s in stats)
 
@@ -93,7 +95,7 @@ def test_stored_signatures_estimate_the_share_of_equal_minhash_values(tmp_path: 
     part = Partition("0-src", 0, "src", "in0")
     write_table(work.filtered(part.pid), pa.table({"text": texts}))
     dedup.signature_partition(part, cfg, work, 1)
-    sigs = [dedup.minhash(t, cfg) for t in texts]
+    sigs = [lsh.minhash(t, cfg) for t in texts]
     exact = np.array([np.mean(sigs[0] == s) for s in sigs])
     nodes = np.array([dedup.node_id(0, row) for row in range(len(texts))])
     stored = dedup.StoredMinhashes(work, cfg).similarity(np.repeat(nodes[0], len(nodes)), nodes)

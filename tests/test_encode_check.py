@@ -3,29 +3,17 @@ with the document named, and that the real engines pass it; the encoder's thread
 
 from __future__ import annotations
 
+import dataclasses
+
 import pyarrow as pa
 import pytest
 import tiktoken
+from conftest import OneIdOff
 
 import tokenizer
 from pipeline.encode import Encode, EncodingMismatch, exactness_check, first_difference, verify_sampled
 
 WORDS = "the quick brown fox 2024 jumps über naïve 東京 <|endoftext|> def f(x): return x\n\n".split(" ")
-
-
-class OneIdOff:
-    """tiktoken's Arcade100k, except that for one text the id at `position` is one more: a planted
-    difference between the engine and its reference, made without touching either."""
-
-    def __init__(self, text: str, position: int):
-        self.text = text
-        self.position = position
-
-    def encode_ordinary(self, text: str) -> list[int]:
-        ids = tokenizer.load(engine="tiktoken").encode_ordinary(text)
-        if text == self.text:
-            ids[self.position] += 1
-        return ids
 
 
 def documents(n: int) -> pa.Table:
@@ -67,7 +55,8 @@ def test_the_check_is_against_tiktoken_and_only_where_there_is_something_to_chec
 def test_a_planted_difference_names_the_document_and_the_position():
     table = documents(40)
     doc_id, text = table.column("id")[17].as_py(), table.column("text")[17].as_py()
-    encode = Encode(3, 1, [], 0.0, 0.5, engine="fastokens", verify_rate=1.0, reference=OneIdOff(text, 5))
+    encode = Encode(3, 1, [], 0.0, 0.5, engine="fastokens", verify_rate=1.0)
+    encode.check = dataclasses.replace(encode.check, reference=OneIdOff(text, 5))
     message = (
         rf"document '{doc_id}': fastokens \S+ and tiktoken differ at token 5 of its characters 0:{len(text)} "
     )

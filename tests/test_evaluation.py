@@ -5,6 +5,7 @@ tasks themselves."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -12,24 +13,27 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import make_checkpoint
 from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
 from mlflow import MlflowClient
 
 import tokenizer
-from common.files import write_json, write_text
-from evaluation import make_tasks
 from evaluation.adapter import StableLM2
+from evaluation.in_loop import InLoopTasks, request_bars_silenced
+from evaluation.loading import TokenizerMismatchError, load_evaluated
 from evaluation.run import EXPERIMENT, evaluate, mlflow_metrics
-from evaluation.source import SourceError, load_source
 from evaluation.tasks import ITEMS_DIR, TASKS_DIR, load_suite, load_tasks, task_manager
 from harness.tiny_export import make_tiny_export
-from training import checkpoint
+from training import task_evaluator
 from training.__main__ import main as training_main
-from training.hf import TRAINING_RUN, load_hf
+from training.config import EvalConfig
+from training.hf import TRAINING_RUN
+from training.task_evaluator import installed_task_evaluator
+from training.trained import NotAModelError
 
 ROOT = Path(__file__).resolve().parents[1]
+MAKE_SCRIPT = ITEMS_DIR / "make.py"
 LANGUAGES = ("en", "de", "es", "fr", "it", "nl", "pt")
 CARD_DATA_SETS = (
     "allenai/ai2_arc",
@@ -39,6 +43,17 @@ CARD_DATA_SETS = (
     "allenai/winogrande",
     "openai/gsm8k",
 )
+
+
+def load_make_script():
+    """data/eval/make.py, a script outside the packages, as a module."""
+    spec = importlib.util.spec_from_file_location("eval_make", MAKE_SCRIPT)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+    spec.loader.exec_module(module)
+    return module
+
+
+eval_make = load_make_script()
 
 
 @pytest.fixture(scope="module", name="export")
@@ -52,25 +67,6 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         yield uri
-
-
-def make_checkpoint(export: Path, root: Path, fingerprint: str) -> Path:
-    """A checkpoint dir in the trainer's layout (weights, config.json, trainer.json, manifest, latest)
-    holding the export's weights, as training would have saved them at step 7 of MLflow run `run-abc`."""
-    cfg, state_dict = load_hf(export)
-    folder = root / checkpoint.tag_for(7)
-    folder.mkdir(parents=True)
-    torch.save({"module": {k: v.float() for k, v in state_dict.items()}}, folder / checkpoint.MODEL_STATES)
-    config = {"model": cfg.model_dump(mode="json"), "precision": "fp32", "log": {"experiment": "tiny-exp"}}
-    config |= {"schedule": {"warmup_steps": 1, "total_steps": 9}}
-    config |= {"data": {"seq_len": cfg.max_position_embeddings}}
-    write_json(folder / checkpoint.CONFIG_FILE, config)
-    state = {"step": 7, "mlflow_run_id": "run-abc", "data_manifest_sha256": "d" * 64}
-    state |= {"mlflow_tracking_uri": "sqlite:///elsewhere/mlflow.db"}
-    write_json(folder / checkpoint.STATE_FILE, state | {"tokenizer_fingerprint": fingerprint})
-    checkpoint.record_files(folder)
-    write_text(root / checkpoint.LATEST, folder.name)
-    return root
 
 
 @pytest.mark.slow
@@ -113,6 +109,7 @@ def test_a_checkpoint_is_evaluated_and_tagged_with_its_training_run(export, tmp_
     assert tags["training_run_id"] == "run-abc" and tags["checkpoint_step"] == "7"
     assert tags["data_manifest_sha256"] == "d" * 64 and tags["model_kind"] == "checkpoint"
     assert tags["checkpoint"] == str((root / "step_00000007").resolve())
+    assert tags["training_experiment"] == "tiny-exp"  # what an export of it would name (training_run.json)
     # The same weights as the export: the same scores.
     from_export = evaluate(export, shots, tmp_path / "out2", limit=2, batch_size=4, device="cpu")
     assert done.results["results"] == from_export.results["results"]
@@ -146,12 +143,12 @@ def test_an_export_names_its_training_run_and_its_evaluation_is_tagged_with_it(e
 
 def test_a_checkpoint_of_another_tokenizer_or_a_path_that_is_neither_is_refused(export, tmp_path):
     root = make_checkpoint(export, tmp_path / "checkpoints", "0" * 64)
-    with pytest.raises(SourceError, match="trained with tokenizer 000000000000"):
-        load_source(root)
-    with pytest.raises(SourceError, match="no config.json.*nor a training checkpoint"):
-        load_source(tmp_path)
-    with pytest.raises(SourceError, match="no such file"):
-        load_source(tmp_path / "missing")
+    with pytest.raises(TokenizerMismatchError, match="trained with tokenizer 000000000000"):
+        load_evaluated(root)
+    with pytest.raises(NotAModelError, match="no config.json.*nor a training checkpoint"):
+        load_evaluated(tmp_path)
+    with pytest.raises(NotAModelError, match="no such file"):
+        load_evaluated(tmp_path / "missing")
 
 
 def test_the_card_suite_names_every_missing_data_set_without_downloading(tmp_path):
@@ -179,12 +176,14 @@ def test_the_card_suite_holds_the_model_cards_shots():
     }
 
 
-def test_bundled_task_files_are_what_make_tasks_writes(tmp_path):
-    written = make_tasks.write_tasks(tmp_path / "tasks", tmp_path / "items")
+def test_bundled_task_files_are_what_their_script_writes(tmp_path):
+    written = eval_make.write_tasks(tmp_path / "tasks", tmp_path / "items")
     committed = {tmp_path / "tasks": TASKS_DIR, tmp_path / "items": ITEMS_DIR}
     for scratch, folder in committed.items():
         ours = sorted(p.relative_to(scratch).as_posix() for p in written if p.is_relative_to(scratch))
-        assert ours == sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        # data/eval holds the script itself beside its items.
+        committed_files = [p for p in folder.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")]
+        assert ours == sorted(p.relative_to(folder).as_posix() for p in committed_files)
     for path in written:
         scratch = next(s for s in committed if path.is_relative_to(s))
         assert path.read_bytes() == (committed[scratch] / path.relative_to(scratch)).read_bytes(), path
@@ -192,13 +191,13 @@ def test_bundled_task_files_are_what_make_tasks_writes(tmp_path):
 
 @pytest.mark.parametrize("code", LANGUAGES)
 def test_bundled_items_are_well_formed_in_every_language(code):
-    cloze = make_tasks.cloze_items(code)
-    generation = make_tasks.generation_items(code)
+    cloze = eval_make.cloze_items(code)
+    generation = eval_make.generation_items(code)
     assert len(cloze) == 41 and len(generation) == 37
     for item in cloze:
         assert len(set(item["choices"])) == 4 and 0 <= item["answer"] < 4
     assert all(item["answer"].strip() and "\n" not in item["answer"] for item in generation)
-    lang = make_tasks.LANGUAGES[code]
+    lang = eval_make.LANGUAGES[code]
     assert {i["choices"][i["answer"]] for i in cloze if "-day-" in i["id"]} == set(lang.days)
     for items in (cloze, generation):
         assert len({i["id"] for i in items}) == len(items)
@@ -210,8 +209,8 @@ def test_bundled_tasks_load_from_any_directory_with_their_splits(tmp_path, monke
     groups = load_tasks(task_manager(shots), shots)
     tasks = {task.task_name: task for group in groups for task in group.get_all_tasks()}
     assert sorted(tasks) == sorted(f"stablelm2_{k}_{c}" for k in ("cloze", "gen") for c in LANGUAGES)
-    assert sum(len(task.test_docs()) for task in tasks.values()) == 7 * (41 + 37) - 14 * make_tasks.FEWSHOT
-    assert all(len(task.fewshot_docs()) == make_tasks.FEWSHOT for task in tasks.values())
+    assert sum(len(task.test_docs()) for task in tasks.values()) == 7 * (41 + 37) - 14 * eval_make.FEWSHOT
+    assert all(len(task.fewshot_docs()) == eval_make.FEWSHOT for task in tasks.values())
 
 
 def test_unknown_tasks_are_named_with_the_bundled_groups():
@@ -252,3 +251,29 @@ def test_mlflow_metrics_are_named_by_task_metric_and_filter():
         "eval/gsm8k/exact_match.flexible-extract": 0.5,
         "eval/arc_challenge/acc": 0.5,
     }
+
+
+def test_request_bars_are_silenced_where_lm_eval_draws_them(capfd):
+    """lm-eval has no switch for the bar it draws per task while building requests, so
+    `request_bars_silenced` patches its task module's private `tqdm`: this fails when an upgrade moves it."""
+    (task,) = task_manager(["stablelm2_cloze_en"]).load("stablelm2_cloze_en")["tasks"].values()
+    task.build_all_requests(limit=3, rank=0, world_size=1)
+    assert "3/3" in capfd.readouterr().err
+    with request_bars_silenced():
+        task.build_all_requests(limit=3, rank=0, world_size=1)
+    assert "3/3" not in capfd.readouterr().err
+    assert len(task.instances) == 3 * 4  # the requests were built all the same: 4 choices per document
+
+
+def test_training_finds_the_in_loop_tasks_through_the_entry_points_or_says_none_is_installed(
+    tmp_path, monkeypatch
+):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("tasks:\n  stablelm2_cloze_en: null\n")
+    cfg = EvalConfig(suite=str(suite), limit=2, tasks_batch_size=4)
+    evaluator = installed_task_evaluator(cfg)
+    assert isinstance(evaluator, InLoopTasks) and evaluator.names == ["stablelm2_cloze_en"]
+    assert (evaluator.limit, evaluator.batch_size) == (2, 4)
+    monkeypatch.setattr(task_evaluator, "ENTRY_POINT_GROUP", "stablelm2.no_such_group")
+    with pytest.raises(ValueError, match="needs one lm-eval task evaluator.*installed: none"):
+        installed_task_evaluator(cfg)

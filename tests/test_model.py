@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, StableLmConfig, St
 import tokenizer
 from common.files import is_temporary
 from training.hf import HFFormatError, hf_config, load_hf, model_config_from_hf, save_hf
-from training.model import ModelConfig, StableLM, document_layout, document_positions, flops_per_token
+from training.model import ModelConfig, StableLM, document_mask, document_positions, flops_per_token
 
 EOT = 3  # inside the small vocabulary; real data uses tokenizer.EOT_ID
 SMALL = ModelConfig(
@@ -97,11 +97,11 @@ def test_positions_restart_after_each_end_of_text():
     assert document_positions(ids, EOT).tolist() == [[0, 1, 2, 0, 1, 0, 1, 2], [0, 0, 1, 2, 3, 4, 0, 0]]
 
 
-def test_flash_layout_marks_every_document_of_the_flattened_batch():
+def test_flash_mask_marks_every_document_of_the_flattened_batch():
     ids = torch.tensor([[9, 9, EOT, 9, EOT, 9, 9, 9], [9, 9, 9, 9, 9, EOT, EOT, 9]])
-    layout = document_layout(document_positions(ids, EOT), "flash")
-    assert layout.cu_seqlens.tolist() == [0, 3, 5, 8, 14, 15, 16]
-    assert layout.cu_seqlens.dtype == torch.int32 and layout.max_seqlen == 6
+    mask = document_mask(document_positions(ids, EOT), "flash")
+    assert mask.cu_seqlens.tolist() == [0, 3, 5, 8, 14, 15, 16]
+    assert mask.cu_seqlens.dtype == torch.int32 and mask.max_seqlen == 6
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -15,19 +16,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import conftest
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import ray
-import test_encode_check
 from mlflow import MlflowClient
-from test_encode_check import OneIdOff
 
 import tokenizer
-from pipeline import pack as P
+from common.shards import MANIFEST, ShardSet, manifest_hash, read_manifest
+from pipeline import pack_job as P
 from pipeline.config import DataConfig
 from pipeline.describe import describe
 from pipeline.encode import (
@@ -39,8 +41,7 @@ from pipeline.encode import (
     parts_windows,
     todo_windows,
 )
-from pipeline.packing import finished_windows, pack_window
-from pipeline.shards import MANIFEST, ShardSet, manifest_hash, read_manifest
+from pipeline.window_packing import finished_windows, pack_windows
 
 EOT = tokenizer.EOT_ID
 SOURCES = {"web": "refinedweb", "code": "starcoder", "books": "pile"}
@@ -192,20 +193,35 @@ def test_a_manifest_from_before_the_engine_was_recorded_still_loads(job, tmp_pat
     assert read_manifest(tmp_path).tokenizer.engine == "tiktoken"  # all that there was then
 
 
-def test_an_engine_that_differs_from_tiktoken_fails_the_job_naming_the_document(ray_local, corpus, tmp_path):
+def one_id_off_encode(text: str, position: int) -> type[Encode]:
+    """`Encode` whose exactness check compares with a reference one id off for `text`."""
+    reference = conftest.OneIdOff(text, position)
+
+    class OneIdOffEncode(Encode):
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.check = dataclasses.replace(self.check, reference=reference)
+
+    return OneIdOffEncode
+
+
+def test_an_engine_that_differs_from_tiktoken_fails_the_job_naming_the_document(
+    ray_local, corpus, tmp_path, monkeypatch
+):
     work, mixed, _ = corpus
     planted = mixed[40]
     cfg = config(work, tmp_path / "out", verify_rate=1.0)
-    reference = OneIdOff(planted["text"], 3)
-    # The Ray workers cannot import a test module: send the planted reference's class with it.
-    ray.cloudpickle.register_pickle_by_value(test_encode_check)
+    # The job's encode tasks get this class (a local one travels by value to the Ray workers, which
+    # cannot import conftest: send the planted reference's class with it).
+    monkeypatch.setattr(P, "Encode", one_id_off_encode(planted["text"], 3))
+    ray.cloudpickle.register_pickle_by_value(conftest)
     try:
         with pytest.raises(
             EncodingMismatch, match=rf"^document '{planted['id']}': fastokens \S+ .* at token 3 "
         ):
-            P.pack_split(work / "mixed", tmp_path / "out", cfg, partial_row="drop", reference=reference)
+            P.pack_split(work / "mixed", tmp_path / "out", cfg, partial_row="drop")
     finally:
-        ray.cloudpickle.unregister_pickle_by_value(test_encode_check)
+        ray.cloudpickle.unregister_pickle_by_value(conftest)
     assert not (tmp_path / "out" / MANIFEST).exists()
 
 
@@ -285,7 +301,7 @@ def test_rerun_skips_and_resume_is_byte_identical(job, ray_local, corpus, tmp_pa
     P.start_or_resume(other, state)
     encoded = Encode(cfg2.seed, n_windows, ["code"], 0.0, 0.5).encode(pq.read_table(src))
     window0 = encoded.filter(pc.equal(encoded.column("window"), 0))
-    pack_window(window0, str(other / P.PARTS), cfg2.pack.seq_len, cfg2.pack.rows_per_shard, "pad")
+    pack_windows(str(other / P.PARTS), cfg2.pack.seq_len, cfg2.pack.rows_per_shard, "pad", window0)
     assert set(finished_windows(other / P.PARTS, n_windows)) == {0}
     part0 = other / P.PARTS / "w000000-00000.arrow"
     before = part0.stat().st_mtime_ns
@@ -305,7 +321,7 @@ def test_partial_row_dropped_or_padded_and_its_cost_recorded(corpus, tmp_path):
     records = {}
     for mode in ("pad", "drop"):
         (tmp_path / mode).mkdir()
-        pack_window(encoded, str(tmp_path / mode), width - 1, 4, mode)
+        pack_windows(str(tmp_path / mode), width - 1, 4, mode, encoded)  # one window: 0
         records[mode] = json.loads((tmp_path / mode / "w000000.json").read_text())
     pad, drop = records["pad"], records["drop"]
     assert drop["partial_row_tokens"] == total % width and pad["partial_row_tokens"] == -total % width

@@ -12,10 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from pipeline.dedup import BAND, EDGE_SCHEMA, EXACT, components, node_id
-from pipeline.layout import WorkDir
+from harness.stages import run_in_process
+from pipeline.components import components
+from pipeline.dedup import EDGE_SCHEMA, node_id
+from pipeline.lsh import BAND, EXACT
 from pipeline.stage import Stage, run_on_ray
 from pipeline.storage import write_table
+from pipeline.workdir import WorkDir
 
 
 def random_graph(seed: int) -> list[tuple[int, int, int]]:
@@ -71,7 +74,7 @@ def dropped(work: Path) -> dict[int, tuple[int, str]]:
 def test_components_match_union_find(tmp_path, partitions):
     edges = random_graph(seed=partitions)
     write_buckets(edges, tmp_path, buckets=3)
-    result = components(WorkDir(tmp_path), partitions)
+    result = components(WorkDir(tmp_path), partitions, run_in_process)
     expected = union_find_roots(edges)
     assert dropped(tmp_path) == expected
     assert result["duplicates"] == len(expected)

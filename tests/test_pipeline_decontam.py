@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from common.config import ConfigError
+from evaluation.documents import write_documents
+from harness.stages import run_in_process
 from pipeline.config import DecontamConfig
 from pipeline.decontam import DECONTAM, EvalNgrams, decontam_stage, drop_stale, eval_ngrams, normalize_words
-from pipeline.layout import WorkDir
+from pipeline.eval_documents import EvalDocuments, read_eval_documents, write_eval_documents
+from pipeline.normalize import PUNCTUATION_RE
 from pipeline.plan import Partition
-from pipeline.stage import run_in_process
 from pipeline.storage import FILTERED_SCHEMA, write_table
-from pipeline.text import PUNCTUATION_RE
+from pipeline.workdir import WorkDir
 
-ITEMS = Path(__file__).resolve().parents[1] / "data" / "eval" / "stablelm2_gen"
+ROOT = Path(__file__).resolve().parents[1]
+ITEMS = ROOT / "data" / "eval" / "stablelm2_gen"
 LONG = (
     "Which of the following gases makes up most of the atmosphere of the Earth at sea level "
     "on a clear day? Nitrogen"
@@ -74,7 +80,9 @@ def _partition(work: WorkDir, texts: list[str]) -> Partition:
 def test_contaminated_corpus_is_split_counted_and_resumed(tmp_path, capsys):
     """A corpus built here from the bundled tasks' test items; lm-eval's own task without data on this
     machine is named in one warning line."""
-    ngrams = eval_ngrams(DecontamConfig(tasks=["stablelm2_gen", "arc_challenge"]))
+    tasks, documents = ["stablelm2_gen", "arc_challenge"], tmp_path / "eval_documents.jsonl"
+    write_documents(tasks, documents)
+    ngrams = eval_ngrams(DecontamConfig(tasks=tasks, documents=str(documents)))
     warnings = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "arc_challenge" in warnings[0]
     assert ngrams.missing == ["arc_challenge"]
@@ -120,3 +128,55 @@ def test_normalize_words_ascii_path_is_the_regex_path():
     texts += ["Ça coûte 3,50 € — «vraiment»?", "The \u212a sign lowers to ASCII k: it's fine."]
     for text in texts:
         assert normalize_words(text) == PUNCTUATION_RE.sub("", text.lower()).split()
+
+
+def test_eval_documents_file_round_trips_any_text(tmp_path):
+    texts = ["plain", "« ¿Qué? »\n\tline two", "lone \ud800 surrogate", ""]
+    docs = EvalDocuments(["a", "b"], ["b"], [("a_en", t) for t in texts])
+    path = write_eval_documents(tmp_path / "docs.jsonl", docs)
+    assert read_eval_documents(path) == docs
+
+
+def test_eval_documents_file_must_exist_and_match_the_tasks(tmp_path, capsys):
+    path = tmp_path / "docs.jsonl"
+    with pytest.raises(ConfigError, match="needs decontam.documents"):
+        eval_ngrams(DecontamConfig(tasks=["a"]))
+    with pytest.raises(ConfigError, match="python -m evaluation documents --tasks a --out"):
+        eval_ngrams(DecontamConfig(tasks=["a"], documents=str(path)))
+    write_eval_documents(path, EvalDocuments(["a", "b"], ["b"], [("a_en", LONG)]))
+    with pytest.raises(ConfigError, match="not of decontam.tasks"):
+        eval_ngrams(DecontamConfig(tasks=["a"], documents=str(path)))
+    ngrams = eval_ngrams(DecontamConfig(tasks=["a", "b"], documents=str(path)))
+    assert ngrams.fingerprint == keys(("a_en", LONG)).fingerprint and ngrams.missing == ["b"]
+    assert "warning: no data on this machine for b" in capsys.readouterr().out
+
+
+def test_the_data_job_does_not_load_lm_eval(tmp_path):
+    path = write_eval_documents(tmp_path / "docs.jsonl", EvalDocuments(["a"], [], [("a_en", LONG)]))
+    code = (
+        "import sys; import pipeline.run; from pipeline.config import DecontamConfig; "
+        "from pipeline.decontam import eval_ngrams; "
+        f"eval_ngrams(DecontamConfig(tasks=['a'], documents={str(path)!r})); "
+        "assert not [m for m in sys.modules if m.startswith(('lm_eval', 'evaluation'))]"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True)
+
+
+@pytest.mark.slow
+def test_the_evaluation_cli_writes_the_file_a_data_config_names(tmp_path):
+    config = tmp_path / "data.yaml"
+    documents = tmp_path / "documents.jsonl"
+    sample = (ROOT / "configs" / "data" / "sample.yaml").read_text()
+    config.write_text(sample.replace("data/work/eval_documents/sample.jsonl", str(documents)))
+    cli = [sys.executable, "-m", "evaluation", "documents"]
+    done = subprocess.run([*cli, "--data-config", str(config)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    docs = read_eval_documents(documents)
+    assert (
+        docs.tasks == ["stablelm2_cloze", "stablelm2_gen"]
+        and docs.missing == []
+        and len(docs.documents) > 400
+    )
+    unknown = subprocess.run([*cli, "--tasks", "no_such_task", "--out", str(tmp_path / "x.jsonl")], cwd=ROOT)
+    assert unknown.returncode == 2 and not (tmp_path / "x.jsonl").exists()
+    assert subprocess.run([*cli, "--data-config", str(config), "--out", str(documents)], cwd=ROOT).returncode

@@ -30,7 +30,6 @@ from pipeline.config import (
     LangIdConfig,
     ReaderName,
 )
-from pipeline.dedup import minhash
 from pipeline.filters import (
     _DATA_TOKEN_RE,
     FILTERS,
@@ -46,23 +45,14 @@ from pipeline.filters import (
     run_chain,
 )
 from pipeline.langid import identify
+from pipeline.lsh import minhash
 from pipeline.minhash import permutations
 from pipeline.mix import copies, in_valid, mixing_rates, target_shares
 from pipeline.ngrams import NGrams
+from pipeline.normalize import normalize_for_dedup, normalize_unicode
+from pipeline.regex_edges import alternative_texts, edge_class, suffix_reach
 from pipeline.sources import READERS
-from pipeline.text import (
-    LANGUAGES,
-    RULES_PATH,
-    WordSplitter,
-    _alternative_texts,
-    _edge_class,
-    _suffix_reach,
-    count_sentences,
-    normalize_for_dedup,
-    normalize_unicode,
-    split_words,
-    splitter,
-)
+from pipeline.spacy_split import LANGUAGES, RULES_PATH, WordSplitter, count_sentences, split_words, splitter
 
 SENTENCES = [
     "The village lies on the southern bank of the river and has a small harbour.",
@@ -174,11 +164,11 @@ def test_c4_rewrites_text_to_kept_lines():
         "Read more...",
     ]
     d = doc("\n".join(lines))
-    assert C4QualityFilter(C4Config())(d).kept
-    assert d.text.splitlines() == [
-        "The harbour is the oldest part of the village. It was built in 1820.",
-        *SENTENCES[1:5],
-    ]
+    decision = C4QualityFilter(C4Config())(d)
+    kept = ["The harbour is the oldest part of the village. It was built in 1820.", *SENTENCES[1:5]]
+    assert decision.kept and decision.text.splitlines() == kept
+    # The chain gives the document its new text, which the filters after C4 see.
+    assert run_chain([C4QualityFilter(C4Config())], d).kept and d.text.splitlines() == kept
 
 
 def test_c4_page_rules():
@@ -464,21 +454,21 @@ def test_word_shortcuts_agree_with_the_full_rules():
 
 
 def test_edge_class_bounds_what_a_match_can_start_or_end_with():
-    ends = _edge_class(r"(?<=[0-9])(?:km|mi)$|\.\.+$|[x-z]?c$", last=True, anchored=True)
+    ends = edge_class(r"(?<=[0-9])(?:km|mi)$|\.\.+$|[x-z]?c$", last=True, anchored=True)
     assert {c for c in "kmi.xyzc9a" if ends.fullmatch(c)} == {"m", "i", ".", "c"}
-    starts = _edge_class(r"^US\$|^[x-z]?c|^\.\.+", last=False, anchored=True)
+    starts = edge_class(r"^US\$|^[x-z]?c|^\.\.+", last=False, anchored=True)
     assert {c for c in "USxyzc.$a" if starts.fullmatch(c)} == {"U", "x", "y", "z", "c", "."}
     # An alternative not anchored at the chunk's edge may match inside it: no bound at that edge.
-    assert _edge_class(r"^US\$|[x-z]?c", last=False, anchored=True) is None
-    assert _edge_class(r"^US\$|[x-z]?c", last=False) is not None
+    assert edge_class(r"^US\$|[x-z]?c", last=False, anchored=True) is None
+    assert edge_class(r"^US\$|[x-z]?c", last=False) is not None
     # No bound: a category, a match that can be empty, a case-insensitive pattern.
-    assert _edge_class(r"\d+$", last=True) is None
-    assert _edge_class(r"a?$", last=True) is None
-    assert _edge_class(r"(?i)a$", last=True) is None
+    assert edge_class(r"\d+$", last=True) is None
+    assert edge_class(r"a?$", last=True) is None
+    assert edge_class(r"(?i)a$", last=True) is None
 
 
 def test_alternatives_are_split_where_the_parser_splits_them():
-    assert _alternative_texts(r"a|[|\]]b|(c|d)|\||[]|]$|[^]x]") == [
+    assert alternative_texts(r"a|[|\]]b|(c|d)|\||[]|]$|[^]x]") == [
         "a",
         r"[|\]]b",
         "(c|d)",
@@ -487,17 +477,17 @@ def test_alternatives_are_split_where_the_parser_splits_them():
         "[^]x]",
     ]
     # A global flag would stay with the first alternative; a group reference would lose its group.
-    assert _alternative_texts("(?i)a|b") == ["(?i)a|b"]
-    assert _alternative_texts(r"(a)|\1") == [r"(a)|\1"]
+    assert alternative_texts("(?i)a|b") == ["(?i)a|b"]
+    assert alternative_texts(r"(a)|\1") == [r"(a)|\1"]
 
 
 def test_suffix_reach_bounds_where_a_suffix_starts():
-    reach, long_last = _suffix_reach(r"(?<=[0-9])(?:km|mi)$|\.\.+$|[x-z]?c$|'s$")
+    reach, long_last = suffix_reach(r"(?<=[0-9])(?:km|mi)$|\.\.+$|[x-z]?c$|'s$")
     assert reach == 2 and {c for c in ".ckms" if long_last.fullmatch(c)} == {"."}
-    assert _suffix_reach(r"(?<=[0-9])km$|c$") == (2, None)
+    assert suffix_reach(r"(?<=[0-9])km$|c$") == (2, None)
     # Unanchored, or an unbounded alternative that can end in any character: no bound.
-    assert _suffix_reach(r"km$|c") == (None, None)
-    assert _suffix_reach(r"km$|\w+$") == (None, None)
+    assert suffix_reach(r"km$|c") == (None, None)
+    assert suffix_reach(r"km$|\w+$") == (None, None)
 
 
 def top_ngram_chars(words: list[str], n: int) -> int:

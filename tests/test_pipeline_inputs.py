@@ -21,19 +21,19 @@ import pytest
 import ray
 import yaml
 import zstandard
-from test_pipeline_run import ROOT, rows
+from conftest import ROOT, table_rows
 
 from common import config as configs
 from pipeline.cluster import running
 from pipeline.config import DataConfig, SourceConfig
 from pipeline.explain import explain
 from pipeline.inputs import InputError
-from pipeline.layout import WorkDir
 from pipeline.plan import Partition
 from pipeline.read_filter import filter_partition
 from pipeline.run import run
 from pipeline.sources import FILE, BadRow, Record, read_file
 from pipeline.stage import Progress
+from pipeline.workdir import WorkDir
 
 PILE = SourceConfig(reader="pile", paths=["unused"], epochs=1)
 STAGES = ("filter", "minhash", "buckets", "split", "mix")
@@ -237,7 +237,10 @@ def test_every_input_file_and_an_optional_empty_source_are_in_the_report(tmp_pat
     assert 0 < cut["rows"] == cut["kept"] and cut["bad_rows"] == 0
     assert files["cut.parquet"]["truncated"] and files["cut.parquet"]["rows"] == 0
     # The partial last line of the cut file is part of its truncation, not a malformed row.
-    assert sorted(r["reason"].split(":")[0] for r in rows(work, "bad", ["reason"])) == ["truncated file"] * 2
+    assert (
+        sorted(r["reason"].split(":")[0] for r in table_rows(work, "bad", ["reason"]))
+        == ["truncated file"] * 2
+    )
     assert stats["empty_sources"] == {
         "extra": {
             "optional": True,

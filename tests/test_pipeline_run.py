@@ -15,22 +15,28 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import ROOT, table_rows
 
 from common import config as configs
+from evaluation.documents import write_documents
+from harness.stages import run_in_process
+from pipeline.components import components
 from pipeline.config import DataConfig
-from pipeline.dedup import EDGE_SCHEMA, bucket_partition, components, signature_partition
+from pipeline.dedup import EDGE_SCHEMA, bucket_partition, signature_partition
 from pipeline.explain import explain
-from pipeline.layout import WorkDir
 from pipeline.plan import make_plan
 from pipeline.run import run
 from pipeline.storage import DOC_SCHEMA, write_table
+from pipeline.workdir import WorkDir
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "configs" / "data" / "sample.yaml"
 LABELS = ROOT / "data" / "sample" / "labels.jsonl"
 
 
-def sample_config(work_dir: Path, **overrides) -> DataConfig:
+def sample_config(work_dir: Path, eval_documents: Path | None = None, **overrides) -> DataConfig:
+    """The sample config in `work_dir`; `eval_documents`: its decontam.documents, needed to run it."""
+    if eval_documents is not None:
+        overrides["decontam.documents"] = str(eval_documents)
     cfg = configs.load(SAMPLE, DataConfig, {"work_dir": str(work_dir), **overrides})
     # Sample paths are relative to the repository root.
     sources = {
@@ -41,27 +47,32 @@ def sample_config(work_dir: Path, **overrides) -> DataConfig:
 
 
 @pytest.fixture(scope="module")
-def sample_run(ray_local, tmp_path_factory) -> Path:
-    return run(sample_config(tmp_path_factory.mktemp("sample") / "work"))
+def eval_documents(tmp_path_factory) -> Path:
+    """The eval documents file of the sample's decontam tasks, as `make data` writes it."""
+    path = tmp_path_factory.mktemp("eval") / "documents.jsonl"
+    write_documents(configs.load(SAMPLE, DataConfig).decontam.tasks, path)
+    return path
 
 
-def rows(work: Path, folder: str, columns: list[str]) -> list[dict]:
-    return [
-        r
-        for f in sorted((work / folder).glob("*.parquet"))
-        for r in pq.read_table(f, columns=columns).to_pylist()
-    ]
+@pytest.fixture(scope="module")
+def sample_run(ray_local, eval_documents, tmp_path_factory) -> Path:
+    return run(sample_config(tmp_path_factory.mktemp("sample") / "work", eval_documents))
 
 
 def fates(work: Path) -> dict[str, tuple[str, str | None, str | None]]:
     """Where every document ended up: kept, dropped by a filter, excluded, bad input, duplicate, or
     contaminated (sharing an n-gram with an eval task: the rule is the task)."""
-    fate = {r["id"]: ("kept", None, None) for r in rows(work, "train", ["id"]) + rows(work, "valid", ["id"])}
-    for r in rows(work, "rejects", ["id", "reason", "rule"]):
+    fate = {
+        r["id"]: ("kept", None, None)
+        for r in table_rows(work, "train", ["id"]) + table_rows(work, "valid", ["id"])
+    }
+    for r in table_rows(work, "rejects", ["id", "reason", "rule"]):
         fate[r["id"]] = ("excluded" if r["reason"] == "exclude" else "dropped", r["reason"], r["rule"])
-    fate.update({r["id"]: ("bad", r["reason"], None) for r in rows(work, "bad", ["id", "reason"])})
-    fate.update({r["id"]: ("duplicate", r["reason"], None) for r in rows(work, "dups", ["id", "reason"])})
-    contaminated = rows(work, "contaminated", ["id", "reason", "rule"])
+    fate.update({r["id"]: ("bad", r["reason"], None) for r in table_rows(work, "bad", ["id", "reason"])})
+    fate.update(
+        {r["id"]: ("duplicate", r["reason"], None) for r in table_rows(work, "dups", ["id", "reason"])}
+    )
+    contaminated = table_rows(work, "contaminated", ["id", "reason", "rule"])
     fate.update({r["id"]: ("contaminated", r["reason"], r["rule"]) for r in contaminated})
     return fate
 
@@ -86,7 +97,7 @@ def test_planted_cases_meet_their_labelled_fate(sample_run):
 def test_outputs_split_and_report(sample_run):
     mixed = pq.read_table(sample_run / "mixed")
     assert mixed.schema.names == DOC_SCHEMA.names
-    valid_ids = {r["id"] for r in rows(sample_run, "valid", ["id"])}
+    valid_ids = {r["id"] for r in table_rows(sample_run, "valid", ["id"])}
     assert valid_ids, "the validation split is empty"
     mixed_base_ids = {i.split("~")[0] for i in mixed.column("id").to_pylist()}
     assert not valid_ids & mixed_base_ids, "a validation document reached the training mix"
@@ -106,12 +117,12 @@ def test_planted_eval_pages_are_removed_and_look_alikes_kept(sample_run):
     labels = [json.loads(line) for line in LABELS.read_text().splitlines()]
     planted = {x["id"]: x["reason"] for x in labels if x["expected"] == "contaminated"}
     assert len(planted) >= 28
-    contaminated = {r["id"]: r["rule"] for r in rows(sample_run, "contaminated", ["id", "rule"])}
+    contaminated = {r["id"]: r["rule"] for r in table_rows(sample_run, "contaminated", ["id", "rule"])}
     removed = [i for i in planted if i in contaminated]
     assert len(removed) >= 0.99 * len(planted)
     assert all(contaminated[i] == planted[i] for i in removed)
     clean_removed = set(contaminated) - set(planted)
-    train = rows(sample_run, "train", ["id"])
+    train = table_rows(sample_run, "train", ["id"])
     assert len(clean_removed) <= 0.001 * len(train), clean_removed
     stats = json.loads((sample_run / "stats.json").read_text())
     counted = {(n, t): c for n, s in stats["sources"].items() for t, c in s["contaminated"].items()}
@@ -119,7 +130,7 @@ def test_planted_eval_pages_are_removed_and_look_alikes_kept(sample_run):
     assert counted == dict(found)
     assert stats["decontam"]["ngram"] == 13 and stats["decontam"]["missing_tasks"] == []
     assert "stablelm2_gen_de" in (sample_run / "report.md").read_text()
-    mixed = {r["id"].split("~")[0] for r in rows(sample_run, "mixed", ["id"])}
+    mixed = {r["id"].split("~")[0] for r in table_rows(sample_run, "mixed", ["id"])}
     assert not mixed & set(contaminated)
 
 
@@ -150,7 +161,7 @@ def test_dedup_stages_are_partition_independent(tmp_path):
             signature_partition(p, cfg.dedup, work, buckets)
         for j in range(buckets):
             bucket_partition(j, work, cfg.dedup)
-        components(work)
+        components(work, 1, run_in_process)
         dedup = Path(cfg.work_dir) / "dedup"
         results.append(pq.read_table(dedup / "dropped").sort_by("node").to_pylist())
         for f in dedup.rglob("*.parquet"):
@@ -170,7 +181,7 @@ def test_components_link_chains_to_their_smallest_node(tmp_path):
     node, root = zip(*[*chain, (7, 3)], strict=True)
     edges = pa.table({"node": node, "root": root, "kind": [1] * len(node)}, schema=EDGE_SCHEMA)
     write_table(WorkDir(tmp_path).edges(0), edges)
-    components(WorkDir(tmp_path))
+    components(WorkDir(tmp_path), 1, run_in_process)
     dropped = pq.read_table(tmp_path / "dedup" / "dropped").to_pylist()
     assert {r["node"]: r["root"] for r in dropped} == {**{n: 10 for n in range(11, 51)}, 7: 3}
     assert {r["reason"] for r in dropped} == {"near_dup"}
@@ -198,7 +209,7 @@ def test_bad_input_is_set_aside_and_broken_config_fails_early(ray_local, tmp_pat
         "    filters: {code: {}}\n"
     )
     work = run(configs.load(config, DataConfig))
-    reasons = sorted(r["reason"].split(":")[0] for r in rows(work, "bad", ["reason"]))
+    reasons = sorted(r["reason"].split(":")[0] for r in table_rows(work, "bad", ["reason"]))
     assert reasons == ["empty document", "malformed json", "unreadable file", "wrong schema"]
     stats = json.loads((work / "stats.json").read_text())
     assert stats["missing_inputs"] == [
@@ -217,11 +228,12 @@ def test_bad_input_is_set_aside_and_broken_config_fails_early(ray_local, tmp_pat
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_output(ray_local, sample_run, tmp_path):
+def test_killed_run_resumes_to_the_same_output(ray_local, sample_run, eval_documents, tmp_path):
     work = tmp_path / "killed"
     env = {**os.environ, "RAY_ADDRESS": ray_local, "PYTHONPATH": str(ROOT)}
     config = tmp_path / "sample.yaml"
     text = SAMPLE.read_text().replace("data/sample/", f"{ROOT}/data/sample/")
+    text = text.replace("documents: data/work/eval_documents/sample.jsonl", f"documents: {eval_documents}")
     config.write_text(text.replace("work_dir: data/work/sample", f"work_dir: {work}"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "run", str(config)],
@@ -240,7 +252,7 @@ def test_killed_run_resumes_to_the_same_output(ray_local, sample_run, tmp_path):
     assert 3 <= finished < 20, "the run was not killed part-way through filtering"
     assert not (work / "_SUCCESS.json").exists()
 
-    resumed = run(sample_config(work))
+    resumed = run(sample_config(work, eval_documents))
     for folder in ("mixed", "valid", "rejects", "bad", "dups", "contaminated"):
         names = sorted(f.name for f in (sample_run / folder).glob("*.parquet"))
         assert names == sorted(f.name for f in (resumed / folder).glob("*.parquet")), folder
@@ -252,7 +264,7 @@ def test_killed_run_resumes_to_the_same_output(ray_local, sample_run, tmp_path):
 
     # A new mixture redoes split and mix only; the filtered partitions are reused as they are.
     filtered_mtimes = {f: f.stat().st_mtime_ns for f in (resumed / "filtered").glob("*.parquet")}
-    remixed = run(sample_config(work, **{"sources.pile.weight": 0.4}))
+    remixed = run(sample_config(work, eval_documents, **{"sources.pile.weight": 0.4}))
     stats = json.loads((remixed / "stats.json").read_text())
     assert stats["mixture"]["pile"]["achieved_share"] == pytest.approx(0.4 / 1.25, abs=0.03)
     assert filtered_mtimes == {f: f.stat().st_mtime_ns for f in (resumed / "filtered").glob("*.parquet")}
@@ -318,7 +330,7 @@ def test_explain_cli_matches_the_job(tmp_path):
 @pytest.mark.slow
 def test_explain_agrees_with_the_job_on_the_sample(sample_run):
     cfg = sample_config(sample_run)
-    rejects = rows(sample_run, "rejects", ["id", "source", "reason", "rule", "text"])
+    rejects = table_rows(sample_run, "rejects", ["id", "source", "reason", "rule", "text"])
     for source in ("refinedweb", "culturax"):
         picked = [r for r in rejects if r["source"] == source and r["reason"] != "exclude"]
         # Rejected text is the text as the failing filter saw it; re-running gives the same decision.

@@ -1,4 +1,5 @@
-"""Precision by hardware: `precision: auto` trains in bf16 only where the device computes it natively.
+"""Precision by hardware: `precision: auto` trains, and `dtype: auto` serves and evaluates, in bf16
+only where the device computes it natively.
 
 This machine may have AVX512-BF16 or AMX; the flags of other CPUs are passed in (or stand in for this
 one's) so that the rule and a whole run on an "AVX2-only CPU" are tested here.
@@ -10,19 +11,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import micro_config, write_config
 from mlflow import MlflowClient
-from test_train import micro_config, mlflow_store_fixture, shards_fixture, write_config  # noqa: F401 (fixtures)
 
 import common.precision
 from common.config import CONFIG_DIR, ConfigError, load
 from common.files import read_json
-from common.precision import resolve_precision
+from common.precision import DeviceError, pick_device, pick_dtype, resolve_precision
 from training import checkpoint
 from training.__main__ import main
 from training.config import TrainConfig
-from training.engine import deepspeed_config
+from training.deepspeed_engine import deepspeed_config
 from training.hf import load_hf
 from training.trainer import Trainer
+
+pytestmark = pytest.mark.usefixtures("mlflow_store")
 
 CPU = torch.device("cpu")
 AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma"})  # a laptop or an older server: no bf16 dot products
@@ -30,9 +33,17 @@ AVX512_BF16 = AVX2 | {"avx512f", "avx512_bf16"}
 AMX = AVX2 | {"avx512f", "amx_tile", "amx_bf16"}
 
 
+@pytest.fixture(name="uncapped")
+def uncapped_fixture(monkeypatch):
+    """A stand-in CPU runs its own kernels: this process's ONEDNN_MAX_CPU_ISA (CI runs the numerical
+    tests a second time under AVX2) is not the stand-in's."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+
+
 @pytest.mark.parametrize(
     "flags, precision", [(AVX2, "fp32"), (AVX512_BF16, "bf16"), (AMX, "bf16")], ids=["avx2", "avx512", "amx"]
 )
+@pytest.mark.usefixtures("uncapped")
 def test_auto_trains_in_bf16_only_on_a_cpu_with_native_bf16(flags, precision):
     cfg = micro_config(Path("unused"), Path("unused"), precision="auto")
     resolved = resolve_precision(cfg.precision, CPU, flags)
@@ -100,3 +111,23 @@ def test_auto_on_an_avx2_cpu_trains_checkpoints_logs_and_exports_fp32(
     assert {t.dtype for t in exported.values()} == {torch.float32}
     assert read_json(tmp_path / "export" / "config.json")["torch_dtype"] == "float32"
     assert torch.equal(exported["lm_head.weight"], weights["lm_head.weight"])
+
+
+@pytest.mark.usefixtures("uncapped")
+def test_dtype_auto_is_bf16_only_where_the_device_computes_it_natively():
+    """Serving's and evaluation's `dtype` follows training's rule; an explicit bf16 says it will be slow."""
+    dtype, why = pick_dtype("auto", CPU, flags=AVX2)
+    assert dtype == torch.float32 and "no native bf16" in why
+    dtype, why = pick_dtype("auto", CPU, flags=AMX)
+    assert dtype == torch.bfloat16 and "natively" in why
+    assert pick_dtype("float32", CPU, flags=AMX) == (torch.float32, "float32 as set")
+    dtype, why = pick_dtype("bfloat16", CPU, flags=AVX2)
+    assert dtype == torch.bfloat16 and "no native bf16" in why
+
+
+def test_device_auto_is_cuda_where_torch_sees_it_and_cuda_is_refused_where_it_does_not():
+    assert pick_device("cpu") == CPU
+    assert pick_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="cuda was asked for"):
+            pick_device("cuda")

@@ -7,34 +7,33 @@ run on the same export in this process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import os
+import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 import torch
+from conftest import CONTEXT, KEY, NAME, api_post, make_checkpoint, started_server, wait_for_health
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 from transformers import AutoTokenizer, StableLmForCausalLM
 
 import tokenizer
-from harness.server import running_server
-from harness.tiny_export import make_tiny_export
 from serving.app import create_app
+from serving.batcher import Batcher
 from serving.config import ServeConfig
-from serving.engine import Engine
 from serving.metrics import Metrics
-from serving.model_source import ModelError, check_export, resolve
-from serving.text import TextStream, token_str
+from serving.model_path import ModelError, export_to_serve
+from serving.padded_cache import PaddedCache, layer_states
+from serving.text import token_str
+from tokenizer import TextStream
+from training.hf import TRAINING_RUN, load_hf
 
-ROOT = Path(__file__).resolve().parents[1]
-KEY = "test-key"
-NAME = "tiny"
-CONTEXT = 2048
 PROMPTS = [
     "The capital of France is",
     "def fibonacci(n):",
@@ -44,26 +43,9 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module", name="export")
-def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny random export (test_serving_limits imports this fixture too)."""
-    return make_tiny_export(tmp_path_factory.mktemp("export"), seed=0, max_position_embeddings=CONTEXT)
-
-
 @pytest.fixture(scope="module")
 def reference(export: Path) -> StableLmForCausalLM:
     return StableLmForCausalLM.from_pretrained(export, dtype=torch.float32).eval()
-
-
-@contextlib.contextmanager
-def started_server(export: Path, folder: Path, config: str, args: Sequence[str] = ()) -> Iterator[str]:
-    """`python -m serving` on `export` with `config` (YAML text) and the test API key; its config and
-    its log (server.log) go in `folder`. test_serving_limits starts its server with this too."""
-    (folder / "serve.yaml").write_text(config)
-    env = {k: v for k, v in os.environ.items() if k != "SERVING_API_KEY"} | {"SERVING_API_KEY": KEY}
-    with (folder / "server.log").open("w+") as log:
-        with running_server(export, folder / "serve.yaml", args=args, env=env, log=log) as url:
-            yield url
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +64,6 @@ def server(export: Path, server_dir: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def client(server: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0)
-
-
-def _post(url: str, body, path: str = "/v1/completions", key: str | None = KEY, **kwargs) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return httpx.post(f"{url}{path}", json=body, headers=headers, timeout=60, **kwargs)
 
 
 def _greedy(model: StableLmForCausalLM, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
@@ -176,7 +153,7 @@ def test_echo_logprobs_score_like_lm_eval(server, reference, enc, tokenized):
     wholes = [enc.encode(c + cont) for c, cont in pairs]
     prompt = wholes if tokenized else [c + cont for c, cont in pairs]
     body = {"model": NAME, "prompt": prompt, "max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0}
-    response = _post(server, body | {"seed": 1234})
+    response = api_post(server, body | {"seed": 1234})
     assert response.status_code == 200, response.text
     choices = sorted(response.json()["choices"], key=lambda c: c["index"])
     for choice, ids, ctx in zip(choices, wholes, contexts, strict=True):
@@ -204,7 +181,7 @@ def test_echo_logprobs_score_like_lm_eval(server, reference, enc, tokenized):
 def test_echo_with_zero_max_tokens_scores_the_whole_prompt(server, reference, enc):
     ids = enc.encode(PROMPTS[4])
     body = {"model": NAME, "prompt": ids, "max_tokens": 0, "echo": True, "logprobs": 0, "temperature": 0}
-    choice = _post(server, body).json()["choices"][0]
+    choice = api_post(server, body).json()["choices"][0]
     with torch.no_grad():
         logprobs = reference(torch.tensor([ids])).logits[0].log_softmax(-1)
     expected = logprobs[:-1].gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1).tolist()
@@ -290,7 +267,7 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize(("fields", "param"), BAD_REQUESTS)
 def test_bad_requests_get_openai_errors(server, fields, param):
-    response = _post(server, {"model": NAME} | fields)
+    response = api_post(server, {"model": NAME} | fields)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -318,9 +295,9 @@ def test_malformed_bodies_and_unknown_models(server, client, export):
 
 def test_api_key_guards_all_but_health_and_metrics(server, client):
     for key in (None, "wrong"):
-        assert _post(server, {"model": NAME, "prompt": "hi"}, key=key).status_code == 401
-        assert _post(server, {"prompt": "hi"}, path="/tokenize", key=key).status_code == 401
-        assert _post(server, {"tokens": [1]}, path="/detokenize", key=key).status_code == 401
+        assert api_post(server, {"model": NAME, "prompt": "hi"}, key=key).status_code == 401
+        assert api_post(server, {"prompt": "hi"}, path="/tokenize", key=key).status_code == 401
+        assert api_post(server, {"tokens": [1]}, path="/detokenize", key=key).status_code == 401
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         assert httpx.get(f"{server}/v1/models", headers=headers).status_code == 401
     with pytest.raises(openai.AuthenticationError):
@@ -339,12 +316,12 @@ def test_command_line_dtype_overrides_the_config_and_is_reported(server, client,
 def test_tokenize_and_detokenize_match_the_hf_tokenizer(server, export, enc):
     text = "Hello, world! 12345 <|endoftext|> café"
     hf_ids = AutoTokenizer.from_pretrained(export)(text)["input_ids"]
-    tokens = _post(server, {"prompt": text}, path="/tokenize").json()
+    tokens = api_post(server, {"prompt": text}, path="/tokenize").json()
     assert (
         tokens["tokens"] == hf_ids and tokens["count"] == len(hf_ids) and tokens["max_model_len"] == CONTEXT
     )
-    assert _post(server, {"tokens": hf_ids}, path="/detokenize").json() == {"prompt": text}
-    bad = _post(server, {"tokens": [1, 100_999]}, path="/detokenize")
+    assert api_post(server, {"tokens": hf_ids}, path="/detokenize").json() == {"prompt": text}
+    bad = api_post(server, {"tokens": [1, 100_999]}, path="/detokenize")
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"
 
 
@@ -384,23 +361,15 @@ def test_client_disconnecting_before_a_plain_response_frees_its_slot(server):
         time.sleep(0.1)
 
 
-def _wait_for_health(client: TestClient, status: str) -> dict:
-    deadline = time.monotonic() + 60
-    while (body := client.get("/health").json())["status"] != status:
-        assert time.monotonic() < deadline, body
-        time.sleep(0.1)
-    return body
-
-
 def test_health_is_503_until_the_model_is_loaded(export):
-    engine = Engine(export, ServeConfig(device="cpu"), Metrics())
-    app = create_app(engine, NAME)
+    batcher = Batcher(export, ServeConfig(device="cpu"), Metrics())
+    app = create_app(batcher, NAME)
     idle = TestClient(app)  # outside `with`, the lifespan (which loads the model) has not run
     assert idle.get("/health").status_code == 503 and idle.get("/health").json() == {"status": "loading"}
     response = idle.post("/v1/completions", json={"model": NAME, "prompt": "hi"})
     assert response.status_code == 503 and response.json()["error"]["code"] == "not_ready"
     with TestClient(app) as client:
-        _wait_for_health(client, "ok")
+        wait_for_health(client, "ok")
         response = client.post("/v1/completions", json={"model": NAME, "prompt": "hi", "max_tokens": 2})
         assert response.status_code == 200 and response.json()["usage"]["completion_tokens"] == 2
 
@@ -410,23 +379,59 @@ def test_weights_that_do_not_load_keep_health_at_503(export, tmp_path):
         if name != "model.safetensors":
             (tmp_path / name).write_bytes((export / name).read_bytes())
     (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
-    app = create_app(Engine(tmp_path, ServeConfig(device="cpu"), Metrics()), NAME)
+    app = create_app(Batcher(tmp_path, ServeConfig(device="cpu"), Metrics()), NAME)
     with TestClient(app) as client:
-        body = _wait_for_health(client, "error")
+        body = wait_for_health(client, "error")
         assert client.get("/health").status_code == 503 and "cannot load the model" in body["error"]
         assert client.post("/v1/completions", json={"model": NAME, "prompt": "hi"}).status_code == 503
 
 
 def test_model_paths_are_exports_or_checkpoints_and_errors_say_why(export, tmp_path):
-    assert resolve(export) == (export, None)
-    with pytest.raises(ModelError, match="no such folder"):
-        resolve(tmp_path / "missing")
-    # Neither an export nor a checkpoint: the trainer's converter was asked, and its answer is shown.
-    with pytest.raises(ModelError, match="no config.json.*nor a training checkpoint.*training export"):
-        resolve(tmp_path)
+    assert export_to_serve(export) == (export, None)
+    with pytest.raises(ModelError, match="no such file or folder"):
+        export_to_serve(tmp_path / "missing")
+    # Neither an export nor a checkpoint: why it is neither is shown.
+    with pytest.raises(ModelError, match="no config.json.*nor a training checkpoint"):
+        export_to_serve(tmp_path)
     (tmp_path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
-    with pytest.raises(ModelError, match="do not include StableLmForCausalLM"):
-        check_export(tmp_path)
+    with pytest.raises(ModelError, match="do not include StableLmForCausalLM.*nor a training checkpoint"):
+        export_to_serve(tmp_path)
+
+
+def test_a_checkpoint_is_served_from_a_temporary_export_of_it(export, tmp_path):
+    root = make_checkpoint(export, tmp_path / "checkpoints", tokenizer.load().fingerprint)
+    folder, scratch = export_to_serve(root)
+    try:
+        assert folder == scratch / "export"
+        ours, theirs = load_hf(folder)[1], load_hf(export)[1]
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[name], theirs[name].float()) for name in ours)
+        assert json.loads((folder / TRAINING_RUN).read_text())["mlflow_run_id"] == "run-abc"
+    finally:
+        shutil.rmtree(scratch)
+
+
+def test_rows_that_leave_or_join_a_padded_cache_decode_as_if_alone(reference, enc):
+    """Dropping rows (which trims the padding left behind) and merging caches of different widths leave
+    each row's next step as it is alone. Also pins the layout `layer_states` reads from transformers'
+    cache layers, so that an upgrade that changes it fails here: [B, kv heads, T, head_dim] per layer."""
+    prompts = [enc.encode(p) for p in PROMPTS]
+    token = torch.tensor(enc.encode(" the"))
+    with torch.inference_mode():
+        alone = [PaddedCache.prefill(reference, [p], enc.eot_id)[0].decode(reference, token) for p in prompts]
+        first, _ = PaddedCache.prefill(reference, prompts[:3], enc.eot_id)
+        second, _ = PaddedCache.prefill(reference, prompts[3:], enc.eot_id)
+        kv = first.select([0, 1]).merge(second)  # drops the longest prompt of the first batch
+        assert first.mask.shape[1] > max(len(p) for p in prompts[:2]) == first.select([0, 1]).mask.shape[1]
+        hidden = kv.decode(reference, token.repeat(4))
+    torch.testing.assert_close(hidden, torch.cat([alone[i] for i in (0, 1, 3, 4)]), atol=1e-4, rtol=0)
+    config = reference.config
+    head_dim = config.hidden_size // config.num_attention_heads
+    states = layer_states(kv.cache)
+    assert len(states) == config.num_hidden_layers
+    for keys, values in states:
+        assert keys.shape == values.shape == (4, config.num_key_value_heads, kv.mask.shape[1], head_dim)
+        assert kv.cache.get_seq_length() == kv.mask.shape[1]
 
 
 def test_text_stream_cuts_at_stop_strings_split_across_tokens(enc):

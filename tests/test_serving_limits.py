@@ -1,9 +1,9 @@
 """The server against hostile input: bodies over the size limit, requests for too many sequences, text
 that has no UTF-8 form, a stream that fails after its 200, and a big request that must not hold up
-/health; and `dtype: auto` by hardware.
+/health.
 
 A real server on loopback with the default limits, and the app in this process where a test needs to
-reach inside (to make the engine fail, or to hold a request in its tokenizer).
+reach inside (to make the batcher fail, or to hold a request in its tokenizer).
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
+from conftest import KEY, NAME, api_post, started_server, wait_for_health
 from starlette.testclient import TestClient
-from test_serving import KEY, NAME, _post, _wait_for_health, started_server, tiny_export  # noqa: F401 (`export`)
 
 from serving.app import create_app
+from serving.batcher import Batcher
 from serving.completions import Completion
 from serving.config import ServeConfig
-from serving.engine import Engine
-from serving.loading import pick_dtype
 from serving.metrics import Metrics
 
 LIMITS = ServeConfig()  # the server below runs with the default limits
@@ -39,15 +37,15 @@ def server(export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
 
 
 @pytest.fixture(scope="module")
-def engine(export: Path) -> Engine:
-    return Engine(export, ServeConfig(device="cpu", dtype="float32"), Metrics())
+def batcher(export: Path) -> Batcher:
+    return Batcher(export, ServeConfig(device="cpu", dtype="float32"), Metrics())
 
 
 @pytest.fixture(scope="module")
-def app(engine: Engine) -> Iterator[TestClient]:
+def app(batcher: Batcher) -> Iterator[TestClient]:
     """The app in this process (no API key), its model loaded."""
-    with TestClient(create_app(engine, NAME)) as client:
-        _wait_for_health(client, "ok")
+    with TestClient(create_app(batcher, NAME)) as client:
+        wait_for_health(client, "ok")
         yield client
 
 
@@ -93,14 +91,14 @@ def test_a_chunked_body_is_counted_and_refused_before_it_is_all_sent(server):
 def test_more_sequences_than_the_limit_is_400_naming_the_numbers(server):
     n = LIMITS.max_n
     n_prompts = LIMITS.max_sequences // n + 1
-    response = _post(server, {"model": NAME, "prompt": ["hi"] * n_prompts, "n": n, "max_tokens": 1})
+    response = api_post(server, {"model": NAME, "prompt": ["hi"] * n_prompts, "n": n, "max_tokens": 1})
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == "n"
     for number in (f"{n_prompts * n} sequences", f"{n_prompts} prompts x n={n}", str(LIMITS.max_sequences)):
         assert number in error["message"]
     at_limit = {"model": NAME, "prompt": ["hi"] * (n_prompts - 1), "n": n, "max_tokens": 0}
-    assert _post(server, at_limit).status_code == 200
+    assert api_post(server, at_limit).status_code == 200
 
 
 LONE_SURROGATES = [
@@ -162,15 +160,15 @@ def _events(client: TestClient, body: dict) -> tuple[int, list[str]]:
         return response.status_code, [line for line in response.iter_lines() if line]
 
 
-def test_a_stream_whose_generation_fails_ends_with_an_error_event_and_done(app, engine, monkeypatch):
+def test_a_stream_whose_generation_fails_ends_with_an_error_event_and_done(app, batcher, monkeypatch):
     def fail(*_):
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(engine, "_decode", fail)  # the prefill samples the first token, then this fails
+    monkeypatch.setattr(batcher, "_decode", fail)  # the prefill samples the first token, then this fails
     status, events = _events(app, {"model": NAME, "prompt": "hi", "max_tokens": 8, "stream": True})
     assert status == 200
     assert json.loads(events[0].removeprefix("data: "))["choices"][0]["text"] is not None
-    assert json.loads(events[-2].removeprefix("data: "))["error"]["code"] == "engine_error"
+    assert json.loads(events[-2].removeprefix("data: "))["error"]["code"] == "generation_error"
     assert events[-1] == "data: [DONE]"
 
 
@@ -186,18 +184,18 @@ def test_a_stream_that_fails_to_shape_a_chunk_ends_with_an_error_event_and_done(
 
 
 @pytest.mark.parametrize("path", ["/v1/completions", "/tokenize"])
-def test_health_answers_while_a_big_request_is_being_tokenized(app, engine, monkeypatch, path):
+def test_health_answers_while_a_big_request_is_being_tokenized(app, batcher, monkeypatch, path):
     """The big request is held inside its tokenizer until /health has answered: on the event loop, that
     tokenizing would keep /health from answering at all until it is released."""
     tokenizing, release = threading.Event(), threading.Event()
-    encode = engine.enc.encode
+    encode = batcher.enc.encode
 
     def held(text: str, allowed_special=()) -> list[int]:
         tokenizing.set()
         release.wait(timeout=60)
         return encode(text, allowed_special)
 
-    monkeypatch.setattr(engine.enc, "encode", held)
+    monkeypatch.setattr(batcher.enc, "encode", held)
     big = {"model": NAME, "prompt": "The quick brown fox jumps over the lazy dog. " * 25_000}
     with ThreadPoolExecutor(2) as pool:
         request = pool.submit(app.post, path, json=big)
@@ -208,14 +206,3 @@ def test_health_answers_while_a_big_request_is_being_tokenized(app, engine, monk
         release.set()
         assert request.result(timeout=60).status_code in (200, 400)  # 400: longer than the context
     assert health in answered and still_tokenizing and health.result().json() == {"status": "ok"}
-
-
-def test_dtype_auto_is_bf16_only_where_the_device_computes_it_natively():
-    cpu, avx2, amx = torch.device("cpu"), frozenset({"avx2"}), frozenset({"avx2", "amx_bf16"})
-    dtype, why = pick_dtype("auto", cpu, flags=avx2)
-    assert dtype == torch.float32 and "no native bf16" in why
-    dtype, why = pick_dtype("auto", cpu, flags=amx)
-    assert dtype == torch.bfloat16 and "natively" in why
-    assert pick_dtype("float32", cpu, flags=amx) == (torch.float32, "float32 as set")
-    dtype, why = pick_dtype("bfloat16", cpu, flags=avx2)  # as asked, but the log says it will be slow
-    assert dtype == torch.bfloat16 and "no native bf16" in why

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 import tokenizer
-from pipeline.shards import (
+from common.shards import (
     MANIFEST,
     Manifest,
     ShardError,

@@ -127,7 +127,7 @@ def test_batch_encode_equals_single_encodes(enc):
 
 
 def test_user_arcade100k_file_loads_and_matches(enc, tmp_path):
-    path = enc.save(tmp_path / "arcade100k.tiktoken")
+    path = enc.save(tmp_path / tokenizer.RANKS_FILE)
     own = tokenizer.load(path)
     assert own.fingerprint == enc.fingerprint
     # A released-style file that also lists the specials after the ranks loads the same.
@@ -235,6 +235,6 @@ def test_cli_info_and_export(tmp_path):
     assert reference["fingerprint"] == info["fingerprint"]
     out = run_cli("export-hf", str(tmp_path / "tok"))
     assert out.returncode == 0, out.stderr
-    assert {"tokenizer.json", "tokenizer_config.json", "arcade100k.tiktoken"} <= {
+    assert {"tokenizer.json", "tokenizer_config.json", tokenizer.RANKS_FILE} <= {
         p.name for p in (tmp_path / "tok").iterdir()
     }

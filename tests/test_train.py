@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from conftest import micro_config, token_rows, write_config, write_shard_folder, write_shards
 from mlflow import MlflowClient
 from pydantic import ValidationError
 
 import tokenizer
 from common.precision import resolve_precision
-from pipeline.shards import Manifest, ShardError, ShardSet, TokenizerInfo, write_manifest, write_shard
+from common.shards import ShardError, ShardSet
 from training import checkpoint
 from training.__main__ import main, with_hf_model
 from training.config import TrainConfig
@@ -31,88 +31,7 @@ from training.hf import load_hf
 from training.model import StableLM
 from training.trainer import NonFiniteLossError, Trainer
 
-REPO = Path(__file__).resolve().parent.parent
-SEQ = 32
-MICRO_MODEL = {
-    "hidden_size": 64,
-    "num_layers": 2,
-    "num_heads": 4,
-    "intermediate_size": 176,
-    "max_position_embeddings": 64,
-}
-
-
-def token_rows(rows: int, seq_len: int = SEQ) -> np.ndarray:
-    """`rows` packed rows (int32 [rows, seq_len + 1]) of this repo's Python files in Arcade100k tokens."""
-    enc = tokenizer.load()
-    ids: list[int] = []
-    for path in sorted(REPO.glob("*/*.py")):
-        ids += enc.encode_ordinary(path.read_text(encoding="utf-8")) + [enc.eot_id]
-        if len(ids) > rows * (seq_len + 1):
-            break
-    return np.array(ids[: rows * (seq_len + 1)], dtype=np.int32).reshape(rows, seq_len + 1)
-
-
-def write_shard_folder(
-    folder: Path, table: np.ndarray, valid: str | None = None, per_shard: int = 64
-) -> Path:
-    """`table` as shards of `per_shard` rows in `folder` with their manifest, as `pipeline pack` does."""
-    enc = tokenizer.load()
-    info = TokenizerInfo(name=enc.name, fingerprint=enc.fingerprint, n_vocab=enc.n_vocab, eot_id=enc.eot_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    shards = [
-        write_shard(folder / f"shard-{i:05d}.arrow", table[start : start + per_shard])
-        for i, start in enumerate(range(0, len(table), per_shard))
-    ]
-    write_manifest(folder, Manifest(seq_len=table.shape[1] - 1, tokenizer=info, shards=shards, valid=valid))
-    return folder
-
-
-def write_shards(
-    folder: Path, rows: int, valid_rows: int = 0, seq_len: int = SEQ, per_shard: int = 64
-) -> Path:
-    """Packed shards of `rows` rows, plus a `valid` split of `valid_rows` when there are any."""
-    table = token_rows(rows + valid_rows, seq_len)
-    if valid_rows:
-        write_shard_folder(folder / "valid", table[rows:], per_shard=per_shard)
-    return write_shard_folder(folder, table[:rows], "valid" if valid_rows else None, per_shard)
-
-
-def micro_config(tmp_path: Path, shards: Path, **sections) -> TrainConfig:
-    """The micro model on `shards`, checkpointing under `tmp_path`; fp32, so that every CPU runs the tests
-    alike (an AVX2-only one emulates bf16 slowly). `sections` override whole keys or merge into sections."""
-    raw = {
-        "model": MICRO_MODEL,
-        "data": {"shards": str(shards), "seq_len": SEQ},
-        "optim": {"lr": 1e-2, "min_lr": 1e-3},
-        "schedule": {"warmup_steps": 2, "total_steps": 8},
-        "batch": {"micro_batch": 2, "grad_accum": 2},
-        "checkpoint": {"dir": str(tmp_path / "ckpt"), "interval": 2, "keep_last": 2},
-        "eval": {"interval": 4, "batches": 2},
-        "log": {"interval": 1, "experiment": f"test-{tmp_path.name}"},
-        "precision": "fp32",
-    }
-    for section, values in sections.items():
-        raw[section] = {**raw[section], **values} if isinstance(values, dict) else values
-    return TrainConfig.model_validate(raw)
-
-
-@pytest.fixture(scope="module", name="shards")
-def shards_fixture(tmp_path_factory) -> Path:
-    return write_shards(tmp_path_factory.mktemp("shards"), rows=96, valid_rows=8)
-
-
-@pytest.fixture(scope="module", autouse=True, name="mlflow_store")
-def mlflow_store_fixture(tmp_path_factory):
-    """One sqlite store for the module (creating one costs seconds); each test has its experiment."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    yield uri
-    if previous is None:
-        del os.environ["MLFLOW_TRACKING_URI"]
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = previous
+pytestmark = pytest.mark.usefixtures("mlflow_store")
 
 
 def at_step(trainer: Trainer, steps: set[int], action) -> None:
@@ -174,12 +93,6 @@ def test_windows_cut_each_row_into_overlapping_samples(shards):
 
 
 # -- failures before the first step -----------------------------------------------------------------
-
-
-def write_config(tmp_path: Path, cfg: TrainConfig) -> Path:
-    path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
-    return path
 
 
 def test_bad_data_is_a_clear_error_before_any_step(tmp_path, capsys):
@@ -367,3 +280,26 @@ def test_export_writes_the_trained_dtype_loads_in_transformers_and_imports_back(
     trainer = Trainer(cont)
     assert torch.equal(trainer.model.lm_head.weight.detach(), exported["lm_head.weight"].float())
     assert trainer.fit().status == "finished"
+
+
+class NormTasks:
+    """A task evaluator of the trainer's own protocol (`training.task_evaluator.TaskEvaluator`): one
+    "task" whose metric is the norm of the model's output projection."""
+
+    names = ("norm",)
+
+    def run(self, model: StableLM) -> dict[str, float]:
+        return {"eval/norm/lm_head": model.lm_head.weight.norm().item(), "eval/other/x": 1.0}
+
+
+def test_the_task_evaluator_handed_to_the_trainer_runs_every_tasks_interval_and_after_the_last_step(
+    tmp_path, shards, capsys
+):
+    schedule = {"warmup_steps": 1, "total_steps": 3}
+    cfg = micro_config(tmp_path, shards, schedule=schedule, eval={"suite": "given", "tasks_interval": 2})
+    trainer = Trainer(cfg, tasks=NormTasks())
+    result = trainer.fit()
+    assert sorted(result.task_evals) == [2, 3]
+    assert result.task_evals[3]["eval/norm/lm_head"] == trainer.model.lm_head.weight.norm().item()
+    assert result.task_evals[2] != result.task_evals[3] and result.seconds["tasks"] > 0
+    assert "step 3 | eval/norm/lm_head " in capsys.readouterr().out  # the suite's own tasks are printed

@@ -10,15 +10,12 @@ import sys
 
 import pytest
 import yaml
+from conftest import ROOT, micro_config, token_rows, write_shard_folder, write_valid_by_source
 from mlflow import MlflowClient
-from test_train import micro_config, token_rows, write_shard_folder
-from test_validation import write_valid_by_source
 
 from training import checkpoint
 from training.model import flops_per_token
 from training.trainer import Trainer
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
@@ -40,7 +37,7 @@ def test_two_processes_match_one_log_one_run_and_resume_in_one(tmp_path, monkeyp
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     proc = subprocess.run(
-        [*cmd, "-m", "training", "train", str(path)], cwd=REPO, env=env, capture_output=True, text=True
+        [*cmd, "-m", "training", "train", str(path)], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     last = two.checkpoint.dir / "step_00000004"

@@ -1,10 +1,10 @@
 """Tensor parallelism inside data parallelism (DeepSpeed AutoTP + ZeRO-1) on CPU with gloo: two ranks
 (TP 2 x DP 1) and four (TP 2 x DP 2) train like one process, with document masking and activation
-checkpointing; a TP checkpoint resumes under its layout, refuses another one, and exports the same
-Hugging Face weights as the one-process run.
+checkpointing; a TP checkpoint resumes under its layout, refuses another one, and its shards join into
+the one-process model's weights, bit for bit, in the export.
 
-Run as a script under torchrun, this file is one rank of the TP 2 x DP 1 run: 5 steps, then the
-checkpoint of step 2 resumed for steps 3 to 5.
+Run as a script under torchrun, this file is one rank of the TP 2 x DP 1 run: a checkpoint of the
+initial weights, 5 steps, then the checkpoint of step 2 resumed for steps 3 to 5.
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import micro_config, token_rows, write_shards
 from mlflow import MlflowClient
 from pydantic import ValidationError
 from safetensors.torch import load_file
-from test_train import micro_config, token_rows, write_shards
 
+from training import checkpoint
 from training.__main__ import main
 from training.config import TrainConfig
-from training.model import StableLM, flops_per_token
+from training.model import StableLM, flops_per_token, tensor_parallel_dim
 from training.resume import ResumeError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,6 +83,7 @@ def test_tensor_parallel_trains_like_one_process_resumes_and_exports(tmp_path, m
     shards = write_shards(tmp_path / "shards", rows=32, valid_rows=4)
     one_cfg = micro_config(tmp_path / "one", shards, **LATEST_ONLY)
     one_trainer = Trainer(one_cfg)
+    one_init = {name: tensor.clone() for name, tensor in one_trainer.model.state_dict().items()}
     one = one_trainer.fit().history
 
     # TP 2 x DP 1: the whole micro-batch on both ranks; straight, then resumed after step 2.
@@ -117,23 +119,40 @@ def test_tensor_parallel_trains_like_one_process_resumes_and_exports(tmp_path, m
     expected_mfu = flops_per_token(tp2dp2.model, tp2dp2.data.seq_len) * metrics["tokens_per_s"] / (4 * 1e12)
     assert metrics["mfu"] == pytest.approx(expected_mfu)
 
-    # The export gathers the shards: the one-process run's tensors, by name, shape and value. Not to
-    # the bit: Adam turns the rounding differences of near-zero gradients (k_proj.bias gets none in
-    # exact arithmetic) into steps of up to lr; a shard put in the wrong place is off by ~0.1.
-    assert main(["export", str(tp2.checkpoint.dir), str(tmp_path / "tp2_hf")]) == 0
+    # Placement: the checkpoint of the TP run before its first step, joined, is the one-process model's
+    # initial weights bit for bit (sharding and joining only move values, so no summation order enters),
+    # and its export loads in transformers as that model. Trained weights are not compared: Adam turns
+    # the rounding differences of near-zero gradients into steps of up to lr, which depend on the CPU.
+    init_folder = tmp_path / "tp2_init" / checkpoint.tag_for(0)
+    assert misplaced(checkpoint.model_state_dict(init_folder), one_init) == []
+    # The measure sees a shard put in the wrong place: the two ranks' files swapped, every split
+    # parameter differs (but the zero-initialised biases, the same either way) and nothing else does.
+    swapped = tmp_path / "tp2_swapped"
+    swapped.mkdir()
+    for rank in (0, 1):
+        name = "mp_rank_{:02d}_model_states.pt"
+        shutil.copy(init_folder / name.format(rank), swapped / name.format(1 - rank))
+    split = {name for name, t in one_init.items() if tensor_parallel_dim(name) is not None and t.any()}
+    assert split and set(misplaced(checkpoint.model_state_dict(swapped), one_init)) == split
+
+    assert main(["export", str(init_folder), str(tmp_path / "tp2_hf")]) == 0
+    theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "tp2_hf", dtype=torch.float32)
+    one_model = StableLM(one_cfg.model)
+    one_model.load_state_dict(one_init)
+    ids = torch.from_numpy(token_rows(1)[:, :-1]).long()
+    with torch.no_grad():
+        # The same weights through two fp32 implementations: only the kernels' summation order differs,
+        # a relative error of a few float32 ulps per dot product (|logits| < 1 here).
+        torch.testing.assert_close(theirs(ids).logits, one_model(ids), rtol=1e-5, atol=1e-5)
+    # The trained TP checkpoint exports too, with the one-process export's names, shapes and dtypes.
+    assert main(["export", str(tp2.checkpoint.dir), str(tmp_path / "tp2_trained_hf")]) == 0
     assert main(["export", str(one_cfg.checkpoint.dir), str(tmp_path / "one_hf")]) == 0
-    ours, reference = (load_file(tmp_path / name / "model.safetensors") for name in ("tp2_hf", "one_hf"))
+    ours, reference = (
+        load_file(tmp_path / name / "model.safetensors") for name in ("tp2_trained_hf", "one_hf")
+    )
     assert {k: (v.shape, v.dtype) for k, v in ours.items()} == {
         k: (v.shape, v.dtype) for k, v in reference.items()
     }
-    for name, tensor in reference.items():
-        torch.testing.assert_close(ours[name], tensor, rtol=0, atol=2e-4, msg=name)
-    theirs = AutoModelForCausalLM.from_pretrained(tmp_path / "tp2_hf", dtype=torch.float32)
-    one_model = StableLM(one_cfg.model)
-    one_model.load_state_dict(reference)
-    ids = torch.from_numpy(token_rows(1)[:, :-1]).long()
-    with torch.no_grad():
-        assert (theirs(ids).logits - one_model(ids)).abs().max().item() < 1e-3
 
     # Another layout is refused before any model is built, both layouts named.
     elsewhere = micro_config(tmp_path / "elsewhere", shards, **COMMON)
@@ -142,6 +161,15 @@ def test_tensor_parallel_trains_like_one_process_resumes_and_exports(tmp_path, m
         ResumeError, match=r"tp=2 x dp=1 \(world size 2\); this run's is tp=1 x dp=1 \(world size 1\)"
     ):
         Trainer(elsewhere)
+
+
+def misplaced(joined: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> list[str]:
+    """The parameters of `joined` that are not `reference`'s, bit for bit (or are missing)."""
+    return [
+        name
+        for name, tensor in reference.items()
+        if name not in joined or not torch.equal(joined[name], tensor)
+    ]
 
 
 def run_rank(config: Path, out: Path) -> None:
@@ -153,6 +181,11 @@ def run_rank(config: Path, out: Path) -> None:
 
     cfg = load(config)
     trainer = Trainer(cfg)
+    trainer._save()  # the sharded initial weights, which the test joins and compares
+    if dist.get_rank() == 0:
+        tag = checkpoint.tag_for(0)
+        shutil.copytree(cfg.checkpoint.dir / tag, config.parent / "tp2_init" / tag)
+    dist.barrier()
     straight = trainer.fit().history
     resumed_cfg = TrainConfig.model_validate(
         {**cfg.model_dump(mode="json"), "checkpoint": {"dir": str(config.parent / "tp2_resumed")}}

@@ -4,16 +4,15 @@ numbers, and the validation split read per source (a split packed whole as one s
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_train import MICRO_MODEL, SEQ, token_rows, write_shard_folder, write_shards
+from conftest import MICRO_MODEL, SEQ, token_rows, write_shard_folder, write_shards, write_valid_by_source
 
 import tokenizer
-from pipeline.shards import ShardError, ShardSet, read_manifest, write_manifest
+from common.shards import ShardError, ShardSet
 from training.data import open_shards, open_valid_shards
 from training.model import ModelConfig, StableLM
 from training.validation import ALL, score, token_bytes, validation_metrics
@@ -22,17 +21,6 @@ EOT = tokenizer.EOT_ID
 VOCAB = ModelConfig(**MICRO_MODEL).vocab_size
 # Two bytes for ü and ß, three for 東 and —: bytes are not characters.
 PLANTED = "Grüße aus Köln: 東京 — naïve café, 42 €."
-
-
-def write_valid_by_source(folder: Path, tables: dict[str, np.ndarray]) -> Path:
-    """A validation split as `pipeline pack` writes it: each source's shards in `<folder>/<source>/`,
-    listed with their source in `<folder>/manifest.json`."""
-    shards = []
-    for source, table in tables.items():
-        own = read_manifest(write_shard_folder(folder / source, table, per_shard=4))
-        shards += [s.model_copy(update={"file": f"{source}/{s.file}", "source": source}) for s in own.shards]
-    write_manifest(folder, own.model_copy(update={"shards": shards}))
-    return folder
 
 
 @pytest.fixture(scope="module", name="model")

@@ -6,12 +6,14 @@ from tokenizer.core import (
     NAME,
     PADDED_VOCAB,
     PAT_STR,
+    RANKS_FILE,
     SPECIAL_TOKENS,
     Arcade100k,
     TokenizerFileError,
     load,
 )
 from tokenizer.engines import ENGINE_CHOICES, THREADS_ENV, TokenizerEngineError, limit_threads
+from tokenizer.stream import TextStream
 
 __all__ = [
     "Arcade100k",
@@ -21,8 +23,10 @@ __all__ = [
     "N_VOCAB",
     "PADDED_VOCAB",
     "PAT_STR",
+    "RANKS_FILE",
     "SPECIAL_TOKENS",
     "THREADS_ENV",
+    "TextStream",
     "TokenizerEngineError",
     "TokenizerFileError",
     "limit_threads",

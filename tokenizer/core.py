@@ -27,6 +27,8 @@ from common.files import write_bytes
 from tokenizer.engines import EngineChoice, FastokensEngine, TiktokenEngine, select_engine
 
 NAME = "arcade100k"
+# The ranks file that `save` writes, `load(path)` reads and an export ships.
+RANKS_FILE = f"{NAME}.tiktoken"
 
 # The released pattern: cl100k_base's (tiktoken <= 0.5 spelling) with \p{N}{1,3} made \p{N}, so
 # every digit is its own token.
@@ -227,7 +229,7 @@ def tiktoken_file_bytes(ranks: dict[bytes, int]) -> bytes:
 def _build_fastokens(ranks_file_bytes: bytes) -> FastokensEngine:
     """fastokens on exactly the validated ranks that tiktoken got, whatever else the file held."""
     with tempfile.TemporaryDirectory(prefix="arcade100k-") as tmp:
-        ranks_file = Path(tmp) / "arcade100k.tiktoken"
+        ranks_file = Path(tmp) / RANKS_FILE
         ranks_file.write_bytes(ranks_file_bytes)
         return FastokensEngine(ranks_file, PAT_STR, SPECIAL_TOKENS)
 

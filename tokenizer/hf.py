@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
 from common.files import write_bytes
-from tokenizer.core import EOT_ID, PAT_STR, Arcade100k
+from tokenizer.core import EOT_ID, PAT_STR, RANKS_FILE, Arcade100k
 
 MODEL_MAX_LENGTH = 4096
 
@@ -25,7 +25,7 @@ MODEL_MAX_LENGTH = 4096
 def to_hf(enc: Arcade100k) -> PreTrainedTokenizerFast:
     """The fast tokenizer that encodes exactly as `enc.encode_ordinary` / `enc.encode(..., "all")`."""
     with tempfile.TemporaryDirectory() as tmp:
-        ranks_file = enc.save(Path(tmp) / "arcade100k.tiktoken")
+        ranks_file = enc.save(Path(tmp) / RANKS_FILE)
         base = TikTokenConverter(vocab_file=str(ranks_file), pattern=PAT_STR).converted()
     spec = json.loads(base.to_str())
     spec["model"]["vocab"].update(enc.special_tokens)
@@ -60,7 +60,7 @@ def export_hf(enc: Arcade100k, folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:  # the system's: a killed export leaves nothing in `folder`
         to_hf(enc).save_pretrained(tmp)
-        enc.save(Path(tmp) / "arcade100k.tiktoken")
+        enc.save(Path(tmp) / RANKS_FILE)
         for path in sorted(Path(tmp).iterdir()):
             if path.is_file():
                 write_bytes(folder / path.name, path.read_bytes())

@@ -17,17 +17,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from common.config import ConfigError, add_overrides_argument, parse_overrides
-from common.precision import resolve_precision
-from pipeline.shards import ShardError
+from common.precision import Requested
+from common.shards import ShardError
 from training import checkpoint
 from training.config import TrainConfig, load
-from training.hf import HFFormatError, read_model_config, save_hf
+from training.hf import HFFormatError, read_model_config
 from training.resume import ResumeError
+from training.trained import load_checkpoint, write_export
 
 EXIT_BAD_INPUT = 2
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a killed process reports
@@ -95,33 +93,14 @@ def train_run(cfg: TrainConfig, verbose: bool = False) -> int:
     return EXIT_PREEMPTED if result.status == "preempted" else 0
 
 
-def export_checkpoint(path: Path, out_dir: Path, dtype: str = "auto") -> int:
+def export_checkpoint(path: Path, out_dir: Path, dtype: Requested = "auto") -> int:
     """Write the checkpoint `path` names as a Hugging Face folder, its weights in `dtype` (auto: the
     precision the run trained in, which its config.json holds resolved)."""
     folder = checkpoint.resolve(path)
-    saved = checkpoint.read(folder)
-    cfg = TrainConfig.model_validate(saved.config)
-    precision = resolve_precision(cfg.precision if dtype == "auto" else dtype, torch.device("cpu"))
-    run = training_run(saved, cfg)
-    save_hf(checkpoint.model_state_dict(folder), cfg.model, out_dir, dtype=precision.dtype, training_run=run)
-    print(f"exported {folder} ({precision.name}) to {out_dir} (MLflow run {run['mlflow_run_id']})")
+    model, state_dict = load_checkpoint(folder)
+    precision = write_export(model, state_dict, out_dir, dtype)
+    print(f"exported {folder} ({precision.name}) to {out_dir} (MLflow run {model.provenance.mlflow_run_id})")
     return 0
-
-
-def training_run(saved: checkpoint.Saved, cfg: TrainConfig) -> dict[str, Any]:
-    """What an export's training_run.json holds: the MLflow run, experiment and store that logged the
-    training, the data manifest hash, the tokenizer fingerprint and the step (null where an older
-    checkpoint lacks one)."""
-    state = saved.state
-    return {
-        "mlflow_run_id": state.get("mlflow_run_id"),
-        "experiment": cfg.log.experiment,
-        "tracking_uri": state.get("mlflow_tracking_uri"),
-        "data_manifest_sha256": state.get("data_manifest_sha256"),
-        "tokenizer_fingerprint": state.get("tokenizer_fingerprint"),
-        "step": saved.step,
-        "checkpoint": str(saved.folder.resolve()),
-    }
 
 
 if __name__ == "__main__":

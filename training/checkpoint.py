@@ -9,11 +9,11 @@ A checkpoint is `<dir>/step_00001000/`:
 - `config.json`: the TrainConfig it trained with, precision resolved (bf16 or fp32), readable without
   DeepSpeed;
 - `rng-rank<r>.pt`: each rank's RNG states;
-- `manifest.json`, written last: every other file with its size and xxh3-128 hash.
+- `checksums.json`, written last: every other file with its size and xxh3-128 hash.
 
-Then `<dir>/latest` is written, so it names only checkpoints whose manifest exists. A resume does not
+Then `<dir>/latest` is written, so it names only checkpoints whose checksums exist. A resume does not
 trust that alone (a later copy, a full disk or a killed `cp` truncates files): `newest_complete` checks
-the files against the manifest and falls back to the newest checkpoint that matches. xxh3-128 rather
+the files against their checksums and falls back to the newest checkpoint that matches. xxh3-128 rather
 than sha256: it guards against truncation and corruption, not tampering, and runs at disk speed, while
 sha256 at ~0.5 GB/s per core would add ~50 s to every save of the 1.6B run (23 GB with its optimizer).
 
@@ -73,7 +73,7 @@ __all__ = [
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "trainer.json"
-MANIFEST = "manifest.json"
+CHECKSUMS = "checksums.json"
 LATEST = "latest"
 MODEL_STATES = "mp_rank_00_model_states.pt"  # DeepSpeed's name with no model parallelism
 TENSOR_PARALLEL_STATES = "mp_rank_*_model_states.pt"  # one per tensor-parallel rank
@@ -113,7 +113,7 @@ def save(
     engine: Any, root: Path, step: int, config: dict[str, Any], state: dict[str, Any], keep_last: int
 ) -> Path:
     """Save a checkpoint of `engine` after `step` steps with the trainer's `state` and resolved `config`;
-    all ranks call this. The manifest comes after every other file, `latest` after the manifest."""
+    all ranks call this. The checksums come after every other file, `latest` after the checksums."""
     root, tag = Path(root), tag_for(step)
     folder = root / tag
     if dist.get_rank() == 0:
@@ -136,26 +136,26 @@ def save(
 
 
 def record_files(folder: Path) -> Path:
-    """Write `folder`'s manifest: each file (bar the manifest and temporaries) with its size and hash."""
+    """Write `folder`'s checksums: each file (bar the checksums and temporaries) with its size and hash."""
     files = {
         path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "xxh3_128": _digest(path)}
         for path in sorted(Path(folder).rglob("*"))
-        if path.is_file() and path.name != MANIFEST and not is_temporary(path)
+        if path.is_file() and path.name != CHECKSUMS and not is_temporary(path)
     }
-    return write_json(Path(folder) / MANIFEST, {"files": files})
+    return write_json(Path(folder) / CHECKSUMS, {"files": files})
 
 
 def why_incomplete(folder: Path) -> str | None:
-    """Why `folder` is not a complete checkpoint (no manifest: the save did not finish; a file missing,
+    """Why `folder` is not a complete checkpoint (no checksums: the save did not finish; a file missing,
     of another size, unreadable or with another hash), or None when it is."""
     if not Path(folder).is_dir():
         return "no such folder"
     try:
-        files = read_json(Path(folder) / MANIFEST)["files"]
+        files = read_json(Path(folder) / CHECKSUMS)["files"]
     except FileNotFoundError:
-        return f"no {MANIFEST}: its save did not finish, or it predates checkpoint manifests"
+        return f"no {CHECKSUMS}: its save did not finish, or an older version saved it"
     except (OSError, ValueError, KeyError, TypeError) as e:
-        return f"its {MANIFEST} is unreadable ({e})"
+        return f"its {CHECKSUMS} is unreadable ({e})"
     for name, recorded in files.items():
         path = Path(folder) / name
         try:

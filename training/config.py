@@ -109,7 +109,7 @@ class EvalConfig(Config):
     interval: int = Field(100, gt=0)
     # Micro-batches per data-parallel rank, source of the validation split and evaluation.
     batches: int = Field(8, gt=0)
-    # lm-eval tasks run on the model in training (evaluation.in_loop): a suite in configs/eval
+    # lm-eval tasks run on the model in training (training.task_evaluator): a suite in configs/eval
     # (bundled, card) or a suite file; None runs none. Also run after the last step.
     suite: str | None = None
     tasks_interval: int = Field(1000, gt=0)

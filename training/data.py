@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import torch
 
 import tokenizer
-from pipeline.shards import COLUMN, ShardError, ShardSet, read_manifest
+from common.shards import COLUMN, ShardError, ShardSet, read_manifest
 from training.validation import ALL
 
 __all__ = ["ShardLoader", "check_token_ids", "open_shards", "open_valid_shards"]

@@ -21,10 +21,13 @@ import tokenizer
 from common.files import replace_folder, temporary_path, write_json
 from tokenizer.hf import export_hf
 from training.model import ModelConfig, StableLM
+from training.provenance import Provenance
 
 __all__ = [
+    "ARCHITECTURE",
     "TRAINING_RUN",
     "HFFormatError",
+    "check_export",
     "hf_config",
     "load_hf",
     "model_config_from_hf",
@@ -33,6 +36,7 @@ __all__ = [
 ]
 
 ARCHITECTURE = "StableLmForCausalLM"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 # What names the run an export comes from (its MLflow run, data and tokenizer, step); see save_hf.
 TRAINING_RUN = "training_run.json"
 # Older exports saved the rotary frequencies, which we recompute; nothing else may be left over.
@@ -111,6 +115,25 @@ def model_config_from_hf(config: dict[str, Any]) -> ModelConfig:
     )
 
 
+def check_export(folder: Path) -> Path:
+    """`folder` if it is an HF export of a StableLM model (config.json naming ARCHITECTURE, and weights),
+    else an HFFormatError naming what is missing. Reads config.json only."""
+    config = folder / "config.json"
+    if not folder.is_dir():
+        raise HFFormatError(f"{folder}: no such folder")
+    if not config.is_file():
+        raise HFFormatError(f"{folder}: no config.json; expected a Hugging Face {ARCHITECTURE} export")
+    try:
+        architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise HFFormatError(f"{config}: not a JSON object ({e})") from e
+    if ARCHITECTURE not in architectures:
+        raise HFFormatError(f"{config}: architectures {architectures} do not include {ARCHITECTURE}")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise HFFormatError(f"{folder}: no {' or '.join(WEIGHT_FILES)}")
+    return folder
+
+
 def read_model_config(folder: Path) -> ModelConfig:
     """The ModelConfig of the Hugging Face folder `folder`, from its config.json alone (no weights read)."""
     config_path = Path(folder) / "config.json"
@@ -124,19 +147,18 @@ def save_hf(
     cfg: ModelConfig,
     folder: Path,
     dtype: torch.dtype = torch.bfloat16,
-    training_run: dict[str, Any] | None = None,
+    provenance: Provenance | None = None,
 ) -> None:
     """Write `state_dict` as a Hugging Face folder, atomically: built beside it under a temporary name,
-    then put in its place, so a reader never sees half an export. `training_run` goes in as
-    TRAINING_RUN."""
+    then put in its place, so a reader never sees half an export. `provenance` goes in as TRAINING_RUN."""
     folder = Path(folder)
     check_state_dict(state_dict, cfg)
     tmp = temporary_path(folder)
     tmp.mkdir(parents=True)
     try:
         _write_export(tmp, state_dict, cfg, dtype)
-        if training_run is not None:
-            write_json(tmp / TRAINING_RUN, training_run, sort_keys=True)
+        if provenance is not None:
+            write_json(tmp / TRAINING_RUN, provenance.training_run(), sort_keys=True)
         replace_folder(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only left when writing failed

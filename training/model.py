@@ -77,17 +77,17 @@ class ModelConfig(Config):
 
 
 @dataclass(frozen=True)
-class Layout:
-    """How tokens may attend, computed once per forward and shared by every layer.
+class AttentionMask:
+    """Which tokens each token may attend to, computed once per forward and shared by every layer.
 
-    SDPA reads `mask` (a block-diagonal causal mask), FlexAttention `block_mask` (the same mask by
+    SDPA reads `dense` (a block-diagonal causal mask), FlexAttention `block_mask` (the same mask by
     128 x 128 blocks), flash-attn `cu_seqlens`/`max_seqlen` (document boundaries in the flattened
     batch); all None for plain causal attention, which the sdpa and flex kernels both leave to SDPA's
     own causal kernels.
     """
 
     kernel: Kernel
-    mask: torch.Tensor | None = None
+    dense: torch.Tensor | None = None
     block_mask: BlockMask | None = None
     cu_seqlens: torch.Tensor | None = None
     max_seqlen: int = 0
@@ -132,14 +132,14 @@ def document_positions(input_ids: torch.Tensor, eot_id: int) -> torch.Tensor:
     return index - start_of_doc
 
 
-def document_layout(positions: torch.Tensor, kernel: Kernel) -> Layout:
+def document_mask(positions: torch.Tensor, kernel: Kernel) -> AttentionMask:
     """Attention restricted to each document, from the document positions of each token."""
     if kernel == "flash":
         # Every position 0 starts a sequence of the flattened batch; row starts included.
         starts = torch.nonzero(positions.flatten() == 0).flatten()
         ends = torch.tensor([positions.numel()], device=positions.device)
         cu_seqlens = torch.cat((starts, ends)).to(torch.int32)
-        return Layout(kernel, cu_seqlens=cu_seqlens, max_seqlen=int(cu_seqlens.diff().max()))
+        return AttentionMask(kernel, cu_seqlens=cu_seqlens, max_seqlen=int(cu_seqlens.diff().max()))
     doc_ids = (positions == 0).cumsum(dim=1)
     B, T = positions.shape
     if kernel == "flex":
@@ -151,10 +151,10 @@ def document_layout(positions: torch.Tensor, kernel: Kernel) -> Layout:
         block_mask = create_block_mask(
             same_document_causal, B, None, T, T, device=positions.device, _compile=positions.is_cuda
         )
-        return Layout(kernel, block_mask=block_mask)
+        return AttentionMask(kernel, block_mask=block_mask)
     same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
     causal = torch.ones(T, T, dtype=torch.bool, device=positions.device)
-    return Layout(kernel, mask=(same_doc & causal.tril())[:, None])
+    return AttentionMask(kernel, dense=(same_doc & causal.tril())[:, None])
 
 
 class Attention(nn.Module):
@@ -166,40 +166,42 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.use_qkv_bias)
         self.o_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: Layout) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttentionMask
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         # -1 heads: under tensor parallelism the projections hold this rank's heads only.
         q = self.q_proj(x).view(B, T, -1, self.head_dim)
         k = self.k_proj(x).view(B, T, -1, self.head_dim)
         v = self.v_proj(x).view(B, T, -1, self.head_dim)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if layout.kernel == "flash":
-            y = flash_attention(q, k, v, layout)
+        if mask.kernel == "flash":
+            y = flash_attention(q, k, v, mask)
         else:
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            if layout.block_mask is not None:
-                y = document_flex_attention(q, k, v, layout.block_mask)
+            if mask.block_mask is not None:
+                y = document_flex_attention(q, k, v, mask.block_mask)
             else:
                 y = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=layout.mask, is_causal=layout.mask is None
+                    q, k, v, attn_mask=mask.dense, is_causal=mask.dense is None
                 )
             y = y.transpose(1, 2)
         return self.o_proj(y.reshape(B, T, -1))
 
 
-def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Layout) -> torch.Tensor:
+def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
     """Causal attention with flash-attn on [B, T, H, D]; varlen over documents when they are given."""
-    if layout.cu_seqlens is None:
+    if mask.cu_seqlens is None:
         return flash_attn_func(q, k, v, causal=True)
     B, T, H, D = q.shape
     y = flash_attn_varlen_func(
         q.reshape(B * T, H, D),
         k.reshape(B * T, H, D),
         v.reshape(B * T, H, D),
-        cu_seqlens_q=layout.cu_seqlens,
-        cu_seqlens_k=layout.cu_seqlens,
-        max_seqlen_q=layout.max_seqlen,
-        max_seqlen_k=layout.max_seqlen,
+        cu_seqlens_q=mask.cu_seqlens,
+        cu_seqlens_k=mask.cu_seqlens,
+        max_seqlen_q=mask.max_seqlen,
+        max_seqlen_k=mask.max_seqlen,
         causal=True,
     )
     return y.view(B, T, H, D)
@@ -245,8 +247,10 @@ class Block(nn.Module):
         self.post_attention_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layout: Layout) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, layout)
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttentionMask
+    ) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -315,16 +319,16 @@ class StableLM(nn.Module):
         kernel = self.attention_kernel(x)
         if eot_id is None:
             positions = torch.arange(T, device=input_ids.device)[None]
-            layout = Layout(kernel)
+            mask = AttentionMask(kernel)
         else:
             positions = document_positions(input_ids, eot_id)
-            layout = document_layout(positions, kernel)
+            mask = document_mask(positions, kernel)
         cos, sin = rotary_cos_sin(positions, self.cfg)
         for block in self.model.layers:
             if self.activation_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, cos, sin, layout, use_reentrant=False)
+                x = checkpoint(block, x, cos, sin, mask, use_reentrant=False)
             else:
-                x = block(x, cos, sin, layout)
+                x = block(x, cos, sin, mask)
         return x
 
     def attention_kernel(self, x: torch.Tensor) -> Kernel:

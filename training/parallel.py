@@ -21,7 +21,14 @@ from training.distributed import deepspeed
 from training.loss import VocabShard
 from training.model import COLUMN_PARALLEL, ROW_PARALLEL, VOCAB_PARALLEL, StableLM
 
-__all__ = ["ParallelLayout", "autotp_config", "init_layout", "shard_embedding", "shard_vocab"]
+__all__ = [
+    "ParallelLayout",
+    "autotp_config",
+    "create_deepspeed_groups",
+    "init_layout",
+    "shard_embedding",
+    "shard_vocab",
+]
 
 groups = deepspeed.utils.groups
 
@@ -51,10 +58,19 @@ def init_layout(tensor: int) -> ParallelLayout:
         raise ValueError(f"parallel.tensor {tensor} does not divide the {world} ranks of this run")
     if tensor == 1:
         return ParallelLayout(1, world, 0, dist.get_rank())
-    groups._init_tp_mesh_device(tensor_model_parallel_size=tensor)
+    create_deepspeed_groups(tensor)
     return ParallelLayout(
         tensor, world // tensor, groups.get_tensor_model_parallel_rank(), groups.get_data_parallel_rank()
     )
+
+
+def create_deepspeed_groups(tensor: int) -> None:
+    """Create DeepSpeed's (data, tensor) mesh groups before `deepspeed.initialize`, which keeps them
+    (it creates them only once): shard_embedding needs the tensor group first.
+
+    DeepSpeed 0.19 has no public call for this: `deepspeed.initialize`, `tp_model_init` and its TP
+    manager all reach the private one below. tests/test_deepspeed_groups.py fails if it changes."""
+    groups._init_tp_mesh_device(tensor_model_parallel_size=tensor)
 
 
 def autotp_config(tensor: int) -> dict[str, Any]:

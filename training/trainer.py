@@ -5,7 +5,7 @@ Each optimizer step runs `grad_accum` micro-batches; the learning rate comes fro
 is an fp32 cross-entropy, and DeepSpeed skips any step whose gradients are not finite (we count
 those and abort after `max_nonfinite_in_row`). Every `eval.interval` steps the validation split is
 scored per source (`training.validation`), and every `eval.tasks_interval` steps and after the last one
-the lm-eval tasks of `eval.suite` run on the model in memory (`evaluation.in_loop`). Rank 0 logs to
+the lm-eval tasks of `eval.suite` run on the model in memory (a `training.task_evaluator`). Rank 0 logs to
 MLflow, with the share of wall time the evaluations took. SIGTERM makes every rank finish the step,
 save a checkpoint and return.
 """
@@ -19,7 +19,7 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +30,20 @@ import torch.distributed as dist
 import tokenizer
 from common.config import flatten
 from common.precision import resolve_precision
+from common.shards import ShardSet, manifest_hash
 from common.tracking import Tracker, git_commit
-from pipeline.shards import ShardSet, manifest_hash
 from training import checkpoint
 from training.config import TrainConfig
 from training.data import ShardLoader, open_shards, open_valid_shards
+from training.deepspeed_engine import build_engine, lm_loss
 from training.distributed import deepspeed_output, device, from_rank0, init_distributed
-from training.engine import build_engine, lm_loss
 from training.hf import load_hf
 from training.model import StableLM, flops_per_token
 from training.parallel import init_layout
+from training.provenance import Provenance
 from training.resume import check_layout, check_resume
 from training.schedule import lr_at
+from training.task_evaluator import TaskEvaluator, installed_task_evaluator
 from training.utilization import memory_metrics, peak_flops
 from training.validation import ALL, TALLY, score, token_bytes, validation_metrics
 
@@ -78,10 +80,11 @@ class Result:
 class Trainer:
     """Everything a run needs, checked and built before the first step; `fit()` trains.
 
-    `verbose` lets DeepSpeed's own output (INFO logs, memory lines per parameter group) through.
+    `verbose` lets DeepSpeed's own output (INFO logs, memory lines per parameter group) through. `tasks`
+    runs the lm-eval tasks of `eval.suite`; by default the installed evaluator is built for it.
     """
 
-    def __init__(self, cfg: TrainConfig, verbose: bool = False):
+    def __init__(self, cfg: TrainConfig, verbose: bool = False, tasks: TaskEvaluator | None = None):
         self.cfg, self.verbose = cfg, verbose
         with deepspeed_output(verbose):
             init_distributed()
@@ -92,7 +95,7 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         self._announce_precision()
         self._open_data()
-        self.tasks = self._open_tasks()
+        self.tasks = self._open_tasks(tasks)
         saved = self._checkpoint_to_resume()
 
         random.seed(cfg.seed)
@@ -137,10 +140,10 @@ class Trainer:
         self.train_shards = open_shards(cfg.data.shards, cfg.data.seq_len, vocab, verify)
         self.valid_shards = self._valid_sources(open_valid_shards(self.train_shards, vocab, verify))
         self.byte_table = token_bytes(tokenizer.load(), vocab)
-        self.data_facts = {
-            "data_manifest_sha256": manifest_hash(self.train_shards.folder),
-            "tokenizer_fingerprint": self.train_shards.manifest.tokenizer.fingerprint,
-        }
+        self.data_facts = Provenance(
+            data_manifest_sha256=manifest_hash(self.train_shards.folder),
+            tokenizer_fingerprint=self.train_shards.manifest.tokenizer.fingerprint,
+        )
         self.loader = self._loader(self.train_shards, shuffle=True)
         if not self.valid_shards:
             self._print(f"{cfg.data.shards}: no validation split to score; no validation")
@@ -158,7 +161,7 @@ class Trainer:
             )
         return kept
 
-    def _open_tasks(self) -> Any:
+    def _open_tasks(self, given: TaskEvaluator | None) -> TaskEvaluator | None:
         """The lm-eval tasks of `eval.suite`, loaded (and their data found) before any model is built."""
         if self.cfg.eval.suite is None:
             return None
@@ -167,9 +170,7 @@ class Trainer:
                 "eval.suite: in-loop lm-eval tasks do not run under tensor parallelism (parallel.tensor > 1) "
                 "yet; evaluate a checkpoint with `python -m evaluation run` instead"
             )
-        from evaluation.in_loop import InLoopTasks  # lm-eval takes seconds to import: only when asked
-
-        return InLoopTasks(self.cfg.eval.suite, self.cfg.eval.limit, self.cfg.eval.tasks_batch_size)
+        return given if given is not None else installed_task_evaluator(self.cfg.eval)
 
     def _checkpoint_to_resume(self) -> checkpoint.Saved | None:
         """The newest complete checkpoint (rank 0 checks the files, one line per one passed over), once
@@ -178,7 +179,7 @@ class Trainer:
         if folder is None:
             return None
         saved = checkpoint.read(folder)
-        check_resume(saved, self._resolved_config(), self.data_facts)
+        check_resume(saved, self._resolved_config(), self.data_facts.trainer_state())
         check_layout(saved, checkpoint.saved_layout(folder), (self.layout.tensor, self.layout.data))
         self._print(f"resuming from {folder} (step {saved.step})")
         return saved
@@ -214,7 +215,7 @@ class Trainer:
         cfg = self.cfg
         tags = {
             "git_commit": git_commit(),
-            **self.data_facts,
+            **self.data_facts.tags(),
             "world_size": str(self.world_size),
             "tp": str(self.layout.tensor),
             "dp": str(self.layout.data),
@@ -414,9 +415,7 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "loader": self.loader.state_dict(),
             "samples_per_step": self.samples_per_step,
-            "mlflow_run_id": self.tracker.run_id if self.tracker else None,  # rank 0 writes the state
-            "mlflow_tracking_uri": self.tracker.uri if self.tracker else None,
-            **self.data_facts,
+            **self._provenance().trainer_state(),
         }
         with deepspeed_output(self.verbose):
             checkpoint.save(
@@ -427,6 +426,12 @@ class Trainer:
                 state,
                 self.cfg.checkpoint.keep_last,
             )
+
+    def _provenance(self) -> Provenance:
+        """The run's data and tokenizer, and on rank 0 (which writes the trainer state) its MLflow run."""
+        if self.tracker is None:
+            return self.data_facts
+        return replace(self.data_facts, mlflow_run_id=self.tracker.run_id, tracking_uri=self.tracker.uri)
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         self._stop_requested = True

@@ -1,6 +1,6 @@
 """Validation on the held-out split: loss, perplexity and bits per byte, per source and overall.
 
-The split is packed per source (`pipeline.pack.pack_valid`: each shard's manifest entry names its
+The split is packed per source (`pipeline.pack_job.pack_valid`: each shard's manifest entry names its
 source); a split packed before that counts as one source, `all`. Each source is scored on its first
 `eval.batches` micro-batches per rank, and the sums over its scored tokens (nats, tokens, bytes) make
 its numbers; the overall ones come from the sums over all sources, so they are the token-weighted

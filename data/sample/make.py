@@ -32,7 +32,7 @@ from code_banks import CODE, FIELDS, IDENTIFIERS, NOUNS  # noqa: E402
 
 LANGS = ("en", "de", "es", "fr", "it", "nl", "pt")
 SEED = 20240119
-EVAL_ITEMS = HERE.parent / "eval"  # the bundled eval tasks' items (python -m evaluation.make_tasks)
+EVAL_ITEMS = HERE.parent / "eval"  # the bundled eval tasks' items (data/eval/make.py)
 
 
 class Corpus:

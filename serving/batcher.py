@@ -1,10 +1,8 @@
-"""The generation engine: one worker thread owns the model and decodes all running sequences together.
+"""Continuous batching: one worker thread owns the model and decodes all running sequences together.
 
-Continuous batching: waiting sequences join the running batch whenever slots are free (after one
-prefill forward for the newcomers), and a sequence leaves the batch at the step it finishes or is
-cancelled, so short requests never wait for long ones. The running batch shares one transformers
-`DynamicCache`, left-padded: each row's real tokens sit at the right end, a 2-D attention mask hides the
-padding, and explicit position ids count only real tokens, as `generate` does for a padded batch.
+Waiting sequences join the running batch whenever slots are free (after one prefill forward for the
+newcomers), and a sequence leaves the batch at the step it finishes or is cancelled, so short requests
+never wait for long ones. The running batch shares one left-padded KV cache (`serving.padded_cache`).
 """
 
 from __future__ import annotations
@@ -18,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from transformers import DynamicCache
 
+from common.precision import pick_device, pick_dtype
 from serving import loading
 from serving.config import ServeConfig
 from serving.metrics import Metrics
-from serving.model_source import ModelError
+from serving.model_path import ModelError
+from serving.padded_cache import PaddedCache
 from serving.sampling import SamplingParams, TokenLogprob, sample, token_logprobs, valid_token_mask
-from serving.text import TextStream
+from tokenizer import TextStream
 
 log = logging.getLogger(__name__)
 
@@ -88,21 +86,19 @@ class Batch:
     """The running sequences and their shared, left-padded KV cache."""
 
     seqs: list[Sequence]
-    cache: DynamicCache
-    mask: torch.Tensor  # [B, T] 1 where the cache holds a real token
+    kv: PaddedCache
     next_ids: torch.Tensor  # [B] the last sampled token, fed at the next step
-    positions: torch.Tensor  # [B] its position id = number of real tokens in the cache
 
 
-class Engine:
+class Batcher:
     def __init__(self, folder: Path, config: ServeConfig, metrics: Metrics):
         self.folder = folder
         self.config = config
         self.metrics = metrics
         self.model_config = loading.load_config(folder)
         self.enc = loading.load_tokenizer(folder)
-        self.device = loading.pick_device(config.device)
-        self.dtype, why = loading.pick_dtype(config.dtype, self.device)
+        self.device = pick_device(config.device)
+        self.dtype, why = pick_dtype(config.dtype, self.device)
         log.info("running in %s on %s: %s", self.dtype_name, self.device, why)
         n_positions = self.model_config.max_position_embeddings
         if config.max_model_len is not None and config.max_model_len > n_positions:
@@ -121,7 +117,7 @@ class Engine:
         self._waiting: deque[Sequence] = deque()
         self._batch: Batch | None = None
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="serving-engine", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="serving-batcher", daemon=True)
 
     # ---- called from the HTTP side -------------------------------------------------------------
 
@@ -225,33 +221,16 @@ class Engine:
         if self._batch is not None:
             self._batch = self._decode(self._batch)
 
-    def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache
-    ) -> torch.Tensor:
-        out = self.model.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-        )
-        return out.last_hidden_state
-
     def _prefill(self, seqs: list[Sequence]) -> Batch | None:
         """Run the newcomers' prompts, left-padded to one width; sample each one's first token."""
-        width = max(len(s.prompt_ids) for s in seqs)
-        ids = torch.full((len(seqs), width), self.enc.eot_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, seq in enumerate(seqs):
-            ids[row, width - len(seq.prompt_ids) :] = torch.tensor(seq.prompt_ids)
-            mask[row, width - len(seq.prompt_ids) :] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        hidden = self._forward(ids, mask, positions, cache)
+        kv, hidden = PaddedCache.prefill(self.model, [s.prompt_ids for s in seqs], self.enc.eot_id)
         self.metrics.prefill_batch_size.observe(len(seqs))
         self.metrics.prompt_tokens.inc(sum(len(s.prompt_ids) for s in seqs))
+        width = hidden.shape[1]
         for row, seq in enumerate(seqs):
             if seq.params.prompt_logprobs is not None:
                 seq.prompt_logprobs = self._prompt_logprobs(hidden[row, width - len(seq.prompt_ids) :], seq)
-        batch = Batch(seqs, cache, mask, ids[:, -1], mask.sum(1))
-        return self._advance(batch, self.model.lm_head(hidden[:, -1]).float())
+        return self._advance(seqs, kv, self.model.lm_head(hidden[:, -1]).float())
 
     def _prompt_logprobs(self, hidden: torch.Tensor, seq: Sequence) -> list[TokenLogprob | None]:
         """Logprob of every prompt token after the first, given the ones before it (for echo)."""
@@ -266,16 +245,13 @@ class Engine:
     def _decode(self, batch: Batch) -> Batch | None:
         """Feed every running sequence its last token; sample the next."""
         self.metrics.batch_size.observe(len(batch.seqs))
-        ones = torch.ones((len(batch.seqs), 1), dtype=batch.mask.dtype, device=self.device)
-        batch.mask = torch.cat([batch.mask, ones], dim=1)
-        hidden = self._forward(batch.next_ids[:, None], batch.mask, batch.positions[:, None], batch.cache)
-        batch.positions = batch.positions + 1
-        return self._advance(batch, self.model.lm_head(hidden[:, -1]).float())
+        hidden = batch.kv.decode(self.model, batch.next_ids)
+        return self._advance(batch.seqs, batch.kv, self.model.lm_head(hidden[:, -1]).float())
 
-    def _advance(self, batch: Batch, logits: torch.Tensor) -> Batch | None:
+    def _advance(self, seqs: list[Sequence], kv: PaddedCache, logits: torch.Tensor) -> Batch | None:
         """Sample a token for each row, hand it out, and drop the sequences that finished."""
-        params = [s.params for s in batch.seqs]
-        tokens = sample(logits, params, [s.generator for s in batch.seqs], self.valid)
+        params = [s.params for s in seqs]
+        tokens = sample(logits, params, [s.generator for s in seqs], self.valid)
         want = [row for row, p in enumerate(params) if p.logprobs is not None]
         logprobs: dict[int, TokenLogprob] = {}
         for n_top in {params[row].logprobs for row in want}:
@@ -283,7 +259,7 @@ class Engine:
             found = token_logprobs(logits[rows], tokens[rows], n_top, self.valid)
             logprobs.update(zip(rows, found, strict=True))
         done = []
-        for row, (seq, token) in enumerate(zip(batch.seqs, tokens.tolist(), strict=True)):
+        for row, (seq, token) in enumerate(zip(seqs, tokens.tolist(), strict=True)):
             if seq.params.max_tokens == 0:  # echo-only scoring: the prompt's logprobs, nothing generated
                 self._finish(seq, None, None, "length")
             else:
@@ -291,9 +267,8 @@ class Engine:
                 self._finish(seq, token, logprobs.get(row), self._finish_reason(seq, token))
             if seq.finish_reason is not None:
                 done.append(seq)
-        self.metrics.generation_tokens.inc(sum(1 for s in batch.seqs if s.params.max_tokens > 0))
-        batch.next_ids = tokens
-        return self._keep(batch, done)
+        self.metrics.generation_tokens.inc(sum(1 for s in seqs if s.params.max_tokens > 0))
+        return self._keep(Batch(seqs, kv, tokens), done)
 
     def _finish_reason(self, seq: Sequence, token: int) -> str | None:
         if token == self.enc.eot_id:
@@ -322,41 +297,14 @@ class Engine:
         rows = [row for row, s in enumerate(batch.seqs) if id(s) not in gone]
         if not rows:
             return None
-        index = torch.tensor(rows, device=self.device)
-        positions = batch.positions[index]
-        trim = batch.mask.shape[1] - int(positions.max())
-        kv = [(k[index, :, trim:], v[index, :, trim:]) for k, v, _ in batch.cache]
         return Batch(
-            seqs=[batch.seqs[row] for row in rows],
-            cache=DynamicCache(ddp_cache_data=kv, config=self.model.config),
-            mask=batch.mask[index, trim:],
-            next_ids=batch.next_ids[index],
-            positions=positions,
+            [batch.seqs[row] for row in rows],
+            batch.kv.select(rows),
+            batch.next_ids[torch.tensor(rows, device=self.device)],
         )
 
     def _merge(self, a: Batch | None, b: Batch | None) -> Batch | None:
-        """One batch from two, the narrower cache padded on the left to the wider one's width."""
+        """One batch from two (`PaddedCache.merge`)."""
         if a is None or b is None:
             return a or b
-        width = max(a.mask.shape[1], b.mask.shape[1])
-        kv = [
-            (
-                torch.cat([_pad_left(ka, width), _pad_left(kb, width)]),
-                torch.cat([_pad_left(va, width), _pad_left(vb, width)]),
-            )
-            for (ka, va, _), (kb, vb, _) in zip(a.cache, b.cache, strict=True)
-        ]
-        return Batch(
-            seqs=a.seqs + b.seqs,
-            cache=DynamicCache(ddp_cache_data=kv, config=self.model.config),
-            mask=torch.cat(
-                [F.pad(a.mask, (width - a.mask.shape[1], 0)), F.pad(b.mask, (width - b.mask.shape[1], 0))]
-            ),
-            next_ids=torch.cat([a.next_ids, b.next_ids]),
-            positions=torch.cat([a.positions, b.positions]),
-        )
-
-
-def _pad_left(states: torch.Tensor, width: int) -> torch.Tensor:
-    """[B, heads, T, dim] -> [B, heads, width, dim] with zeros in front."""
-    return F.pad(states, (0, 0, width - states.shape[2], 0))
+        return Batch(a.seqs + b.seqs, a.kv.merge(b.kv), torch.cat([a.next_ids, b.next_ids]))

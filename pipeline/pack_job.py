@@ -2,7 +2,7 @@
 
 Each split is one job of Ray tasks in two steps: encode tasks (`encode.Encode`) each encode one parquet
 row group and hand each document to the pack task of its shuffle window (chosen by its seeded key);
-pack tasks (`packing.pack_windows`) pack each of their windows into shards under `<out>/.parts/`. A
+pack tasks (`window_packing.pack_windows`) pack each of their windows into shards under `<out>/.parts/`. A
 finished window is skipped by a re-run. When every window is done the shards are renamed to their
 global names and `manifest.json` is written last, so a folder with a manifest is complete.
 """
@@ -22,21 +22,7 @@ import ray
 import tokenizer
 from common.config import fingerprint
 from common.files import publish, read_json, remove_temporaries, write_json
-from pipeline.cluster import start_ray
-from pipeline.config import DataConfig
-from pipeline.encode import (
-    Encode,
-    Reference,
-    encode_row_groups,
-    mismatch_in,
-    parts_windows,
-    todo_windows,
-    tokenizer_info,
-)
-from pipeline.layout import WorkDir
-from pipeline.mix import shares, target_shares
-from pipeline.packing import SourceCounts, empty_record, finished_windows, pack_windows
-from pipeline.shards import (
+from common.shards import (
     MANIFEST,
     Manifest,
     ShardError,
@@ -48,9 +34,22 @@ from pipeline.shards import (
     shard_name,
     write_manifest,
 )
+from pipeline.cluster import start_ray
+from pipeline.config import DataConfig
+from pipeline.encode import (
+    Encode,
+    encode_row_groups,
+    mismatch_in,
+    parts_windows,
+    todo_windows,
+    tokenizer_info,
+)
+from pipeline.mix import shares, target_shares
 from pipeline.sources import READERS
 from pipeline.stage import Progress
 from pipeline.track import log_data_run, summary
+from pipeline.window_packing import SourceCounts, empty_record, finished_windows, pack_windows
+from pipeline.workdir import WorkDir
 
 PARTS = ".parts"
 STATE = ".pack-state.json"
@@ -146,14 +145,12 @@ def pack_split(
     sources: SourceCounts | None = None,
     targets: dict[str, float] | None = None,
     verbose: bool = False,
-    reference: Reference | None = None,
     files: list[Path] | None = None,
 ) -> tuple[Manifest, bool]:
     """Pack every document under `src` (or its `files` only) into shards in `out`, resuming from
     finished windows.
 
     Returns the manifest and True when `out` already held this exact output (nothing was done).
-    `reference` replaces tiktoken in the encoders' exactness check (a seam for its tests).
     """
     label = f"pack {src.name}" + (f" {out.name}" if files is not None else "")  # a per-source valid split
     files, n_windows, state = plan_split(src, cfg, partial_row, files)
@@ -171,7 +168,7 @@ def pack_split(
             name = label + (f" round {r + 1}/{rounds}" if rounds > 1 else "")
             progress = Progress(name, n_windows - len(skip), "windows")
             try:
-                run_windows(files, parts, cfg, n_windows, skip, partial_row, progress, reference)
+                run_windows(files, parts, cfg, n_windows, skip, partial_row, progress)
             except ray.exceptions.RayTaskError as e:
                 if (mismatch := mismatch_in(e)) is None:
                     raise
@@ -261,7 +258,6 @@ def run_windows(
     skip: Iterable[int],
     partial_row: str,
     progress: Progress,
-    reference: Reference | None = None,
 ) -> None:
     """One job of Ray tasks on a started Ray: encode tasks return their documents split by the pack
     task of their window, and each pack task packs its windows. Tasks, not actors: a worker process
@@ -282,7 +278,6 @@ def run_windows(
         # The engine this process resolved (and the manifest records), not "auto" again on each node.
         engine=tokenizer.load(engine=cfg.pack.engine).engine,
         verify_rate=cfg.pack.verify_rate,
-        reference=reference,
     )
     # One encode task per parquet row group, read by the task itself: text never passes through the
     # object store, only the encoded documents, once, from the encode task to their pack task.

@@ -1,6 +1,7 @@
-"""Write the bundled evaluation tasks, configs/eval/tasks, from the facts below:
+"""Write the bundled evaluation tasks, configs/eval/tasks, and their items, data/eval, from the facts
+below (a development tool, not part of the runtime package):
 
-    python -m evaluation.make_tasks
+    .venv/bin/python data/eval/make.py
 
 Two groups of lm-eval tasks, one task per language of the model (en, de, es, fr, it, nl, pt), over
 local JSON-lines files, so that `make eval` runs on any machine with no data set to fetch:
@@ -33,7 +34,7 @@ from evaluation.tasks import ITEMS_DIR, REPO_ROOT, TASKS_DIR
 __all__ = ["LANGUAGES", "write_tasks"]
 
 FEWSHOT = 5  # items per task and language kept for the few-shot split
-HEADER = "# Written by `python -m evaluation.make_tasks`: edit that script, then run it.\n"
+HEADER = "# Written by data/eval/make.py: edit that script, then run it.\n"
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from serving.engine import Engine
+from serving.batcher import Batcher
 from serving.protocol import APIError
 
 __all__ = ["check_model", "check_token_ids", "encode"]
 
 
-def encode(engine: Engine, text: str) -> list[int]:
+def encode(batcher: Batcher, text: str) -> list[int]:
     # Special-token text becomes the special token, as Hugging Face tokenizers (and so lm-eval) do.
-    return engine.enc.encode(text, allowed_special="all")
+    return batcher.enc.encode(text, allowed_special="all")
 
 
 def check_model(requested: str | None, model_name: str) -> None:
@@ -23,12 +23,12 @@ def check_model(requested: str | None, model_name: str) -> None:
         )
 
 
-def check_token_ids(engine: Engine, ids: list[int], param: str) -> None:
-    bad = [i for i in ids if not engine.is_token(i)]
+def check_token_ids(batcher: Batcher, ids: list[int], param: str) -> None:
+    bad = [i for i in ids if not batcher.is_token(i)]
     if bad:
         raise APIError(
             400,
-            f"token ids {bad[:5]} are not tokens (valid: 0..{engine.enc.n_vocab - 1} except unused ids)",
+            f"token ids {bad[:5]} are not tokens (valid: 0..{batcher.enc.n_vocab - 1} except unused ids)",
             param=param,
             code="invalid_value",
         )

@@ -1,4 +1,4 @@
-"""Window packing for pack: one shuffle window's encoded documents -> rows of `seq_len + 1` tokens.
+"""Window packing for the pack job: one shuffle window's encoded documents -> rows of `seq_len + 1` tokens.
 
 Documents are grouped into windows by their seeded key and ordered by it within a window, so rows
 mix the sources as the mixture intends and the order depends on ids and the seed only, never on Ray's
@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 
 import tokenizer
 from common.files import read_json, write_json
+from common.shards import write_shard
 from pipeline.counts import PACK_STEPS
-from pipeline.shards import write_shard
 
 SourceCounts = dict[str, dict[str, dict[str, int]]]
 
@@ -28,7 +28,7 @@ SourceCounts = dict[str, dict[str, dict[str, int]]]
 def pack_windows(
     parts_dir: str, seq_len: int, rows_per_shard: int, partial_row: str, *pieces: pa.Table
 ) -> None:
-    """A pack task of `pipeline.pack`: pack the windows of the documents in `pieces` (tables of
+    """A pack task of `pipeline.pack_job`: pack the windows of the documents in `pieces` (tables of
     `ENCODED_SCHEMA`, one from each encode task) one after the other. A window no document hashed
     into writes nothing."""
     docs = pa.concat_tables(pieces)
@@ -37,11 +37,6 @@ def pack_windows(
     firsts = np.flatnonzero(np.diff(windows, prepend=-1)).tolist()  # each window's first document
     for first, end in zip(firsts, [*firsts[1:], len(order)], strict=True):
         _pack(docs, order[first:end], parts_dir, seq_len, rows_per_shard, partial_row)
-
-
-def pack_window(docs: pa.Table, parts_dir: str, seq_len: int, rows_per_shard: int, partial_row: str) -> None:
-    """Pack one window's documents into shards under `parts_dir`."""
-    _pack(docs, sort_order(docs, ["key", "id"]), parts_dir, seq_len, rows_per_shard, partial_row)
 
 
 def sort_order(docs: pa.Table, columns: list[str]) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Language-aware word and sentence splitting shared by the filters and dedup.
+"""Language-aware word and sentence splitting for the filters.
 
 Words and sentences are split exactly as datatrove 0.10.1 splits them: with the rules of spaCy 3.8.18's
 tokenizer for the document's language and its sentencizer. `spacy_rules.json.gz` holds those rules
@@ -13,30 +13,15 @@ import gzip
 import itertools
 import json
 import re
-import string
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from re import _constants, _parser  # the parse tree of the rules' regexes, for their edge characters
-from typing import Any
 
-import regex
+from pipeline.regex_edges import EdgeIndex, SuffixRule, compiled_suffixes, edge_class, is_anchored
 
 RULES_PATH = Path(__file__).with_name("spacy_rules.json.gz")
 # English and the CulturaX languages: datatrove assigns each spaCy's tokenizer for that language.
 LANGUAGES = ("en", "de", "es", "fr", "it", "nl", "pt")
-
-# Gopher's eight English stop words; for the CulturaX languages, FineWeb-2's lists
-# (huggingface/fineweb-2 configs/{deu,spa,fra,ita,nld,por}_Latn.yml).
-STOP_WORDS: dict[str, frozenset[str]] = {
-    "en": frozenset({"the", "be", "to", "of", "and", "that", "have", "with"}),
-    "de": frozenset("der und die in von im den des mit das er dem als wurde für".split()),
-    "es": frozenset("de la en el y a que del los se por un con una las su".split()),
-    "fr": frozenset("de la le et à en l' des du les est d' un une il dans par au".split()),
-    "it": frozenset("di e il la in a del che è della un per nel l' con da i una".split()),
-    "nl": frozenset("de van in het een en is op voor met door zijn werd hij uit".split()),
-    "pt": frozenset("de a e o em do da que um no uma com para na é foi".split()),
-}
 
 # The spans spaCy's sentencizer ends a sentence after: a sentence punctuation token (S), then any
 # punctuation (S or P), then a token that is neither (W; whitespace tokens included).
@@ -56,167 +41,6 @@ def punctuation() -> frozenset[str]:
     return frozenset(_rules()["punctuation"])
 
 
-_ZERO_WIDTH = (_constants.AT, _constants.ASSERT, _constants.ASSERT_NOT)
-_REPEATS = (_constants.MAX_REPEAT, _constants.MIN_REPEAT, _constants.POSSESSIVE_REPEAT)
-_Ranges = list[tuple[int, int]] | None
-
-
-def _edge_ranges(items: Any, last: bool) -> tuple[_Ranges, bool]:
-    """The code point ranges that a match of the parsed sequence `items` can start with (or end with,
-    `last`), and whether it can match nothing; None where no bound is known (a category, any character,
-    a case-insensitive group): an over-estimate is safe, it only skips fewer regex calls."""
-    ranges: list[tuple[int, int]] = []
-    for op, av in reversed(items) if last else items:
-        if op in _ZERO_WIDTH:
-            continue
-        if op is _constants.LITERAL:
-            got, empty = [(av, av)], False
-        elif op is _constants.IN:
-            if any(o not in (_constants.LITERAL, _constants.RANGE) for o, _ in av):
-                return None, False
-            got, empty = [(a, a) if o is _constants.LITERAL else a for o, a in av], False
-        elif op is _constants.SUBPATTERN and not av[1] & re.IGNORECASE:
-            got, empty = _edge_ranges(av[3], last)
-        elif op is _constants.BRANCH:
-            alternatives = [_edge_ranges(alt, last) for alt in av[1]]
-            if any(r is None for r, _ in alternatives):
-                return None, False
-            got = [x for r, _ in alternatives for x in r or ()]
-            empty = any(e for _, e in alternatives)
-        elif op in _REPEATS:
-            got, empty = _edge_ranges(av[2], last)
-            empty = empty or av[0] == 0
-        else:
-            return None, False
-        if got is None:
-            return None, False
-        ranges += got
-        if not empty:
-            return ranges, False
-    return ranges, True
-
-
-def _alternatives(parsed: Any) -> list[Any]:
-    """The top-level alternatives of a parsed pattern (itself, if it has none)."""
-    return parsed[0][1][1] if len(parsed) == 1 and parsed[0][0] is _constants.BRANCH else [parsed]
-
-
-def _alternative_texts(pattern: str) -> list[str]:
-    """The text of each top-level alternative of `pattern` (split at each `|` outside groups and
-    character classes); `[pattern]` where that split does not give the parser's alternatives."""
-    parts, depth, start, i = [], 0, 0, 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "[":  # to the class's closing "]"; one right after "[" or "[^" is a member
-            i += 2 if pattern.startswith("[^", i) else 1
-            i += pattern.startswith("]", i)
-            while i < len(pattern) and pattern[i] != "]":
-                i += 2 if pattern[i] == "\\" else 1
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "|" and not depth:
-            parts.append(pattern[start:i])
-            start = i + 1
-        i += 1
-    parts.append(pattern[start:])
-    parsed = _parser.parse(pattern)
-    if parsed.state.flags & ~re.UNICODE or len(parts) != len(_alternatives(parsed)):
-        return [pattern]  # a global inline flag, or a split that is not the parser's
-    try:
-        for part in parts:
-            re.compile(part)
-    except re.error:
-        return [pattern]
-    return parts
-
-
-def _anchored(parsed: Any, last: bool) -> bool:
-    """Whether every alternative of the pattern starts with `^` (or ends with `$`, `last`), as spaCy
-    builds its prefix (and suffix) patterns: then a match starts at the chunk's first character (or
-    ends at its last)."""
-    edge = -1 if last else 0
-    at = _constants.AT_END if last else _constants.AT_BEGINNING
-    return all(len(alt) and alt[edge] == (_constants.AT, at) for alt in _alternatives(parsed))
-
-
-def _suffix_reach(pattern: str) -> tuple[int | None, re.Pattern | None]:
-    r"""For a suffix pattern anchored at the chunk's end: the most characters that its alternatives of
-    bounded width match (a match of one starts that close to the end), and the class of the characters
-    its unbounded alternatives (spaCy's `\.\.+$`) can end with (None if it has none). A reach of None:
-    no bound is known, the whole chunk is searched."""
-    parsed = _parser.parse(pattern)
-    if not _anchored(parsed, last=True) or parsed.state.flags & re.IGNORECASE:
-        return None, None
-    reach, ends = 0, []
-    for alt in _alternatives(parsed):
-        width = _parser.SubPattern(parsed.state, alt).getwidth()[1]
-        if width < _constants.MAXREPEAT:
-            reach = max(reach, width)
-            continue
-        ranges, empty = _edge_ranges(alt, last=True)
-        if ranges is None or empty:
-            return None, None
-        ends += ranges
-    return reach, _ranges_class(ends) if ends else None
-
-
-def _edge_class(pattern: str, last: bool, anchored: bool = False) -> re.Pattern | None:
-    """One character class of every character a match of `pattern` can start (or end) with, so that a
-    chunk whose character is outside it skips the pattern; None when the pattern gives no such bound.
-    `anchored`: the pattern must be anchored at that edge (the class then tests the chunk's edge)."""
-    return _EdgeIndex(pattern, last, anchored).edge_class()
-
-
-class _EdgeIndex:
-    """A pattern's alternatives by the characters their matches can start with (or end with, `last`):
-    per character, one pattern of the alternatives that can, in their order. Where a match must start
-    (end) at that character, it is the match the whole pattern finds there. An alternative gives no
-    bound (and is in every character's pattern) where its edge is a category, any character, a
-    case-insensitive group or nothing, or, `anchored`, where it is not anchored at that edge."""
-
-    def __init__(self, pattern: str, last: bool, anchored: bool):
-        self.parts = _alternative_texts(pattern)
-        self.edges: list[_Ranges] = []
-        for part in self.parts:
-            parsed = _parser.parse(part)
-            ranges, empty = _edge_ranges(parsed, last)
-            bounded = ranges is not None and not empty and not parsed.state.flags & re.IGNORECASE
-            self.edges.append(ranges if bounded and (not anchored or _anchored(parsed, last)) else None)
-
-    def edge_class(self) -> re.Pattern | None:
-        """One class of the characters that any alternative can start (end) with; None if one is unbounded."""
-        if any(edge is None for edge in self.edges):
-            return None
-        return _ranges_class([r for edge in self.edges for r in edge])
-
-    def pattern(self, char: str) -> str | None:
-        code = ord(char)
-        parts = [
-            part
-            for part, edge in zip(self.parts, self.edges, strict=True)
-            if edge is None or any(lo <= code <= hi for lo, hi in edge)
-        ]
-        return "|".join(parts) if parts else None
-
-
-# Suffix alternatives compiled: the search, and `_suffix_reach` of their pattern.
-_SuffixRule = tuple[Callable[..., re.Match | None], int | None, re.Pattern | None]
-
-
-@functools.cache
-def _compiled_suffixes(pattern: str) -> _SuffixRule:
-    return re.compile(pattern).search, *_suffix_reach(pattern)
-
-
-def _ranges_class(ranges: list[tuple[int, int]]) -> re.Pattern:
-    return re.compile("[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in ranges) + "]")
-
-
 def _is_punct(token: str) -> bool:
     """spaCy's `is_punct`: every character is Unicode punctuation (P*)."""
     return all(unicodedata.category(c).startswith("P") for c in token)
@@ -229,22 +53,20 @@ class WordSplitter:
         rules = _rules()["languages"][lang]
         prefix = re.compile(rules["prefix"])
         # Every alternative starts with `^`: a match starts at 0, and `match` skips trying the rest.
-        self.find_prefix = (
-            prefix.match if _anchored(_parser.parse(rules["prefix"]), last=False) else prefix.search
-        )
+        self.find_prefix = prefix.match if is_anchored(rules["prefix"], last=False) else prefix.search
         self.find_suffix = re.compile(rules["suffix"]).search
         infix = re.compile(rules["infix"])
         self.find_infixes, self.match_infix = infix.finditer, infix.match
         # Most chunks hold no character that can start a prefix or an infix, or end a suffix: those skip
         # the (slow, unanchored) regexes.
-        self.prefix_first = _edge_class(rules["prefix"], last=False, anchored=True)
+        self.prefix_first = edge_class(rules["prefix"], last=False, anchored=True)
         # A chunk's suffix is searched for with the alternatives that can end in its last character (for
         # most characters one or none of ~80), an infix with those that can start with its first one;
         # per character, compiled on first use.
-        self.suffix_index = _EdgeIndex(rules["suffix"], last=True, anchored=True)
-        self.infix_index = _EdgeIndex(rules["infix"], last=False, anchored=False)
+        self.suffix_index = EdgeIndex(rules["suffix"], last=True, anchored=True)
+        self.infix_index = EdgeIndex(rules["infix"], last=False, anchored=False)
         self.infix_first = self.infix_index.edge_class()
-        self._suffix_rules: dict[str, _SuffixRule | None] = {}
+        self._suffix_rules: dict[str, SuffixRule | None] = {}
         self._infix_matches: dict[str, Callable[[str, int], re.Match | None]] = {}
         self.token_match = re.compile(rules["token_match"]).match if rules["token_match"] else None
         self.url_match = re.compile(rules["url_match"]).match
@@ -332,9 +154,9 @@ class WordSplitter:
             return search(chunk)
         return search(chunk, max(0, len(chunk) - reach))
 
-    def _suffix_rule(self, last: str) -> _SuffixRule | None:
+    def _suffix_rule(self, last: str) -> SuffixRule | None:
         pattern = self.suffix_index.pattern(last)
-        rule = self._suffix_rules[last] = None if pattern is None else _compiled_suffixes(pattern)
+        rule = self._suffix_rules[last] = None if pattern is None else compiled_suffixes(pattern)
         return rule
 
     def _infixes(self, chunk: str) -> Iterator[re.Match]:
@@ -473,41 +295,3 @@ def split_words(text: str, lang: str = "en") -> list[str]:
 def count_sentences(line: str, lang: str = "en") -> int:
     """Sentences in one stripped line, as datatrove counts them for C4 (spaCy's sentencizer)."""
     return splitter(lang).count_sentences(line)
-
-
-def stop_words(lang: str) -> frozenset[str]:
-    return STOP_WORDS.get(lang, STOP_WORDS["en"])
-
-
-_MARKS_RE = regex.compile(r"\p{Mn}+")
-_DIGITS_RE = regex.compile(r"\p{N}+")
-# Unicode punctuation and symbols: a superset of ASCII `string.punctuation` that covers the seven
-# languages' own marks (« » ¿ ¡ „). Dedup and decontamination both strip it.
-PUNCTUATION_RE = regex.compile(r"[\p{P}\p{S}]+")
-
-
-# The same steps on ASCII text, where NFKD changes nothing, there are no marks, the digits are 0-9
-# and the punctuation and symbols are exactly `string.punctuation`: 84% of the benchmark corpus's
-# documents, at about half the cost.
-_ASCII_PUNCTUATION = str.maketrans(string.punctuation, " " * len(string.punctuation))
-_DELETE_ASCII_PUNCTUATION = str.maketrans("", "", string.punctuation)
-_ASCII_DIGITS_RE = re.compile(r"[0-9]+")
-
-
-def delete_punctuation(text: str) -> str:
-    """`PUNCTUATION_RE.sub("", text)`, by a translation table when the text is ASCII."""
-    return text.translate(_DELETE_ASCII_PUNCTUATION) if text.isascii() else PUNCTUATION_RE.sub("", text)
-
-
-def normalize_for_dedup(text: str) -> str:
-    """Lowercased, accent-stripped, digits-collapsed, punctuation-free text, for exact dedup and shingles."""
-    if text.isascii():
-        return " ".join(_ASCII_DIGITS_RE.sub("0", text.lower().translate(_ASCII_PUNCTUATION)).split())
-    return normalize_unicode(text)
-
-
-def normalize_unicode(text: str) -> str:
-    """normalize_for_dedup for any text."""
-    text = _MARKS_RE.sub("", unicodedata.normalize("NFKD", text.lower()))
-    text = _DIGITS_RE.sub("0", text)
-    return " ".join(PUNCTUATION_RE.sub(" ", text).split())
