@@ -49,37 +49,8 @@ REAL_DOCS = {"en": 1500, "de": 400, "es": 400, "fr": 400, "it": 400, "nl": 400, 
 MAX_CHARS = 200_000
 TARGET_KEEP, TARGET_RULE, TARGET_SPEED = 0.995, 0.99, 10.0
 
-# Runs inside the datatrove environment: reads [lang, text] lines, prints every filter's decision on
-# every document and the CPU time of the decisions.
-DATATROVE_SIDE = r"""
-import json, sys, time
-from datatrove.data import Document
-from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
-from datatrove.utils.text import split_into_words
-
-docs = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8")]
-stop_words = json.loads(sys.argv[2])
-steps = {
-    lang: [GopherRepetitionFilter(language=lang),
-           GopherQualityFilter(language=lang, stop_words=stop_words.get(lang)),
-           C4QualityFilter(language=lang)]
-    for lang in {lang for lang, _ in docs}
-}
-for lang in steps:
-    split_into_words("load the tokenizer", lang)  # outside the timing
-
-def decide(lang, text):
-    out = []
-    for step in steps[lang]:
-        result = step.filter(Document(text=text, id="0"))
-        rule = result[1] if isinstance(result, tuple) else None
-        out.append([True, None] if result is True else [False, rule])
-    return out
-
-start = time.process_time()
-decisions = [decide(lang, text) for lang, text in docs]
-print(json.dumps({"seconds": time.process_time() - start, "decisions": decisions}))
-"""
+# Runs inside the datatrove environment: every filter's decision on every document, and their CPU time.
+DATATROVE_FILTERS = Path(__file__).with_name("datatrove_filters.py")
 
 Decisions = list[list[tuple[bool, str | None]]]
 
@@ -167,7 +138,7 @@ def theirs(docs: list[tuple[str, str]]) -> tuple[float, Decisions]:
         path = Path(tmp) / "docs.jsonl"
         path.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
         out = subprocess.run(
-            [str(baseline_python()), "-c", DATATROVE_SIDE, str(path), json.dumps(stops)],
+            [str(baseline_python()), "-P", str(DATATROVE_FILTERS), str(path), json.dumps(stops)],
             capture_output=True,
             text=True,
             check=True,

@@ -1,4 +1,5 @@
-"""The data pipeline: read -> filter -> dedup -> decontam -> mix -> tokenize+pack, as Ray Data jobs.
+"""The data pipeline: read -> filter -> dedup -> split -> decontam -> mix as Ray Data stages (`run`),
+then tokenize+pack as Ray tasks (`pack`).
 
 `python -m pipeline run` (run.py) is a list of stages (stage.py) over the partitions of plan.py, in
 the work dir whose paths workdir.py owns:

@@ -125,7 +125,7 @@ class DedupConfig(Config):
     of at most 0.031 at 260 values, must be at least `min_similarity`. The default, 0.75, sits below the
     LSH threshold, where the collision curve has fallen to 0.38: it keeps a pair of s >= 0.85 with
     probability above 0.9999 (4.5 standard errors) and stops one of s <= 0.7 with probability 0.96.
-    It costs 520 bytes a document of stored signatures and a comparison per band edge (docs/design.md).
+    It costs 520 bytes a document of stored signatures and a comparison per band edge (docs/scaling.md).
     0 turns the check off: every colliding pair is a duplicate, as in datatrove, FineWeb and text-dedup.
     """
 

@@ -17,7 +17,7 @@ def load_config(folder: Path) -> StableLmConfig:
 
 
 def load_tokenizer(folder: Path) -> tokenizer.Arcade100k:
-    """The export's own ranks file when it ships one (tokenizer.export_hf writes it), else Arcade100k."""
+    """The export's own ranks file when it ships one (tokenizer.hf.export_hf writes it), else Arcade100k."""
     ranks = folder / tokenizer.RANKS_FILE
     return tokenizer.load(ranks) if ranks.is_file() else tokenizer.load()
 

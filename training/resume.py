@@ -23,10 +23,11 @@ from typing import Any
 
 from common.config import flatten
 from training.checkpoint import Saved
+from training.provenance import Provenance
 
 __all__ = ["DATA_FACTS", "ResumeError", "check_layout", "check_resume", "pinned_settings"]
 
-# Trainer-state keys that name the data a checkpoint trained on.
+# The provenance facts that name the data a checkpoint trained on.
 DATA_FACTS = ("data_manifest_sha256", "tokenizer_fingerprint")
 _PINNED_KEYS = ("precision", "data.seq_len", "data.window", "data.seed")
 _KERNEL_KEYS = ("model.attention",)
@@ -46,12 +47,13 @@ def pinned_settings(config: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def check_resume(saved: Saved, config: Mapping[str, Any], facts: Mapping[str, str]) -> None:
+def check_resume(saved: Saved, config: Mapping[str, Any], facts: Provenance) -> None:
     """Raise ResumeError listing each pinned setting and data fact that differs between the checkpoint
-    `saved` and the new run (`config`: its TrainConfig as JSON, precision resolved; `facts`: its
-    DATA_FACTS)."""
-    old = {**pinned_settings(saved.config), **{key: str(saved.state.get(key)) for key in DATA_FACTS}}
-    new = {**pinned_settings(config), **{key: facts[key] for key in DATA_FACTS}}
+    `saved` and the new run (`config`: its TrainConfig as JSON, precision resolved; `facts`: the
+    provenance of its data)."""
+    trained_on = Provenance.from_trainer_state(saved.state)
+    old = {**pinned_settings(saved.config), **{key: str(getattr(trained_on, key)) for key in DATA_FACTS}}
+    new = {**pinned_settings(config), **{key: str(getattr(facts, key)) for key in DATA_FACTS}}
     changed = [key for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
     if not changed:
         return

@@ -179,7 +179,7 @@ class Trainer:
         if folder is None:
             return None
         saved = checkpoint.read(folder)
-        check_resume(saved, self._resolved_config(), self.data_facts.trainer_state())
+        check_resume(saved, self._resolved_config(), self.data_facts)
         check_layout(saved, checkpoint.saved_layout(folder), (self.layout.tensor, self.layout.data))
         self._print(f"resuming from {folder} (step {saved.step})")
         return saved
