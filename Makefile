@@ -67,7 +67,7 @@ TRAIN_RUN ?= runs/tiny
 train: $(STAMP)
 	test -f data/shards/sample/manifest.json || $(MAKE) data
 	$(BIN)/python -m training train $(TRAIN_CONFIG) --set checkpoint.dir=$(TRAIN_RUN)/checkpoints $(TRAIN_SET)
-	$(BIN)/python -m training export $(TRAIN_RUN)/checkpoints $(TRAIN_RUN)/export
+	$(BIN)/python -m training export $(TRAIN_RUN)/checkpoints $(TRAIN_RUN)/export --overwrite
 	@echo "export: $(TRAIN_RUN)/export (make serve); MLflow store: ./mlruns (make mlflow-ui)"
 
 # Evaluates the export `make train` writes on the bundled tasks (configs/eval/bundled.yaml) with

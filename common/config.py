@@ -124,11 +124,14 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
 
 
 def _describe(path: Path, error: ValidationError) -> str:
-    lines = [f"{path}: invalid config"]
+    """One line for one problem (`path: invalid config: key: why`), else one line per problem."""
+    problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
+            problems.append(f"{key}: unknown key")
         else:
-            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
-    return "\n".join(lines)
+            problems.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+    if len(problems) == 1:
+        return f"{path}: invalid config: {problems[0]}"
+    return "\n  ".join([f"{path}: invalid config", *problems])

@@ -3,6 +3,10 @@
 One temporary-name rule for the whole project: `.<name>.<pid>.tmp` beside the target (files and
 folders alike). A killed process leaves at most such names, never a half-written target, and
 `remove_temporaries` finds every one of them.
+
+An output path is never something we delete: a command writes a folder only where nothing is (or an
+empty folder is), or over a folder it recognizes as its own output (`check_output_folder`), and a
+finished folder is published by rename (`publish_folder`), never over a file.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
+    "OutputPathError",
     "atomic_write",
+    "check_output_folder",
     "is_temporary",
     "publish",
+    "publish_folder",
     "read_json",
     "remove_temporaries",
-    "replace_folder",
     "temporary_path",
     "write_bytes",
     "write_json",
@@ -28,6 +34,10 @@ __all__ = [
 ]
 
 _SUFFIX = ".tmp"
+
+
+class OutputPathError(ValueError):
+    """An output path a command will not write: a file, or a folder holding what it did not write."""
 
 
 def temporary_path(path: str | Path) -> Path:
@@ -96,21 +106,56 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def replace_folder(tmp: str | Path, folder: str | Path) -> Path:
-    """Put the finished folder `tmp` (see `temporary_path`) in place of `folder`, whose old content
-    goes only once the new one is in place."""
+def check_output_folder(folder: str | Path, is_ours: Callable[[Path], bool], ours: str) -> None:
+    """Raise OutputPathError unless `folder` is absent, an empty folder, or a folder `is_ours` accepts
+    (`ours` names that kind of folder in the message). A symbolic link is refused: replacing one
+    would act on where it points."""
+    folder = Path(folder)
+    if not os.path.lexists(folder):
+        return
+    _check_is_folder(folder)
+    if any(folder.iterdir()) and not is_ours(folder):
+        raise OutputPathError(
+            f"{folder} holds files that are not {ours}; choose another output path or empty it"
+        )
+
+
+def publish_folder(tmp: str | Path, folder: str | Path, *, replace: bool = False) -> Path:
+    """Rename the finished folder `tmp` (see `temporary_path`) to `folder`. An existing `folder` is an
+    OutputPathError unless `replace` is true and it is a folder (that the caller has checked it may
+    replace): that one is renamed to a temporary name and deleted once the new one is in place.
+    A file or a symbolic link at `folder` is never moved."""
     tmp, folder = Path(tmp), Path(folder)
     for path in tmp.rglob("*"):
         if path.is_file():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
-    old = temporary_path(folder.with_name(folder.name + ".old"))
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
+    if os.path.lexists(folder):
+        _check_is_folder(folder)
+        if not replace:
+            raise OutputPathError(f"{folder} exists; it is replaced only when asked to")
+        _swap_in(tmp, folder)
+    else:
+        tmp.rename(folder)  # fails on a folder created since, unless an empty one: nothing is lost
     _fsync_dir(folder.parent)
-    shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def _check_is_folder(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        raise OutputPathError(f"{path} exists and is not a folder; choose another output path")
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    """Put `tmp` in place of the folder `folder`, which is deleted only once `tmp` is in place."""
+    old = temporary_path(folder.with_name(folder.name + ".old"))
+    folder.rename(old)
+    try:
+        tmp.rename(folder)
+    except BaseException:
+        old.rename(folder)
+        raise
+    shutil.rmtree(old)
 
 
 def _fsync_dir(folder: Path) -> None:

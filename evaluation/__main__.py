@@ -8,8 +8,9 @@
 `--tasks` takes lm-eval task, group or tag names (the bundled ones: stablelm2_cloze, stablelm2_gen);
 `--suite` a suite of tasks with their shot counts (configs/eval/<name>.yaml: `bundled`, `card`) or a
 suite file. Prints the results table, writes DIR/results.json (default runs/eval/<model folder name>)
-and logs an MLflow run in experiment `eval`. Nothing is downloaded: data sets come from the local
-Hugging Face cache or the repository.
+and logs an MLflow run in experiment `eval`. DIR is absent, empty or an earlier run's output (its
+results.json is replaced); a file or a folder holding anything else is refused before any work.
+Nothing is downloaded: data sets come from the local Hugging Face cache or the repository.
 """
 
 from __future__ import annotations
@@ -43,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         help="float32 (default: exact), or auto: bf16 where the device computes it natively, else fp32",
     )
     run.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    run.add_argument("--output", type=Path, help="where results.json goes (default runs/eval/<model name>)")
+    run.add_argument(
+        "--output",
+        type=Path,
+        help="where results.json goes (default runs/eval/<model name>); not a folder of other files",
+    )
     documents = commands.add_parser(
         "documents", help="write the eval documents file that the data job decontaminates against"
     )

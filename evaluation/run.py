@@ -2,7 +2,8 @@
 `simple_evaluate` as `stablelm2`, and the results recorded:
 
 - `<output>/results.json`: what `simple_evaluate` returns, made JSON the way lm-eval's own CLI makes it
-  (its `config` holds the model's provenance, from `StableLM2.get_model_info`);
+  (its `config` holds the model's provenance, from `StableLM2.get_model_info`). `<output>` may be absent,
+  empty or an earlier evaluation's output (`is_eval_output`), never a folder holding anything else;
 - an MLflow run in experiment `eval`: every numeric metric as `eval/<task>/<metric>` (a metric under a
   filter other than lm-eval's `none` is `<metric>.<filter>`), results.json as an artifact, and tags
   naming the model and its training run, data manifest and tokenizer (its `training.provenance`: what a
@@ -22,14 +23,15 @@ import lm_eval
 from lm_eval.utils import handle_non_serializable
 
 import evaluation.adapter  # noqa: F401 (registers `stablelm2` with lm-eval)
-from common.files import write_text
+from common.files import check_output_folder, read_json, write_text
 from common.tracking import Tracker, git_commit
 from evaluation.tasks import load_tasks, task_manager
 from training.provenance import TRAINING_RUN_TAGS
 
-__all__ = ["EXPERIMENT", "Evaluation", "evaluate", "mlflow_metrics"]
+__all__ = ["EXPERIMENT", "RESULTS", "Evaluation", "evaluate", "is_eval_output", "mlflow_metrics"]
 
 EXPERIMENT = "eval"
+RESULTS = "results.json"
 # Keys of results["config"] (from StableLM2.get_model_info) that become the MLflow run's tags.
 TAG_KEYS = ("model_path", "model_kind", "model_dtype", "model_device", *TRAINING_RUN_TAGS)
 
@@ -55,6 +57,7 @@ def evaluate(
 ) -> Evaluation:
     """Run the tasks `shots` names (name -> few-shot examples, None: the task's own; `num_fewshot`
     overrides all but tasks fixed at 0, as in lm-eval) on the export or checkpoint `model`."""
+    check_output_folder(output, is_eval_output, f"an earlier evaluation's {RESULTS}")  # before any work
     manager = task_manager(shots)
     tasks = load_tasks(manager, shots)  # before the model: a missing data set fails in seconds
     results = lm_eval.simple_evaluate(
@@ -69,7 +72,7 @@ def evaluate(
         log_samples=False,
     )
     path = write_text(
-        Path(output) / "results.json",
+        Path(output) / RESULTS,
         json.dumps(results, indent=2, default=handle_non_serializable, ensure_ascii=False) + "\n",
     )
     params = {
@@ -81,6 +84,19 @@ def evaluate(
     }
     tracker = _track(results, path, params)
     return Evaluation(results, path, tracker.run_id, tracker.uri)
+
+
+def is_eval_output(folder: Path) -> bool:
+    """Whether `folder` holds nothing but the RESULTS of an earlier evaluation of ours (its model is
+    lm-eval's `stablelm2`)."""
+    if {path.name for path in folder.iterdir()} != {RESULTS} or not (folder / RESULTS).is_file():
+        return False
+    try:
+        results = read_json(folder / RESULTS)
+    except ValueError:  # not UTF-8 JSON: not ours
+        return False
+    config = results.get("config") if isinstance(results, dict) else None
+    return isinstance(config, dict) and config.get("model") == "stablelm2"
 
 
 def _track(results: dict[str, Any], path: Path, params: dict[str, str]) -> Tracker:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Annotated
 
 from lm_eval.api.group import Group
 from lm_eval.api.task import Task
 from lm_eval.tasks import TaskManager
+from pydantic import Field
 
 from common.config import CONFIG_DIR, Config, load
 
@@ -44,7 +46,7 @@ class Suite(Config):
     """A named set of tasks: lm-eval task, group or tag name -> few-shot examples (null: the task's own)."""
 
     description: str = ""
-    tasks: dict[str, int | None]
+    tasks: dict[str, Annotated[int, Field(ge=0)] | None]
 
 
 def load_suite(name: str) -> Suite:

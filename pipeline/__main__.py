@@ -13,6 +13,7 @@ import json
 import sys
 
 from common.config import ConfigError, add_overrides_argument, load, parse_overrides
+from common.lock import LockError
 from pipeline.config import DataConfig
 
 DEFAULT_CONFIG = "configs/data/sample.yaml"
@@ -31,7 +32,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     try:
         run(cfg, verbose=args.verbose)
-    except InputError as e:
+    except (InputError, LockError) as e:
         sys.exit(f"error: {e}")
 
 

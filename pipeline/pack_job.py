@@ -21,7 +21,8 @@ import ray
 
 import tokenizer
 from common.config import fingerprint
-from common.files import publish, read_json, remove_temporaries, write_json
+from common.files import check_output_folder, publish, read_json, remove_temporaries, write_json
+from common.lock import LOCK_FILE, DirectoryLock
 from common.shards import (
     MANIFEST,
     Manifest,
@@ -82,8 +83,16 @@ def pack(cfg: DataConfig, verbose: bool = False) -> tuple[Manifest, bool]:
     """Pack `<work_dir>/valid` into `<out_dir>/valid` (per source) and `<work_dir>/mixed` into `<out_dir>`.
 
     Returns the training manifest and whether both folders were already complete (nothing to do).
-    `verbose` shows Ray's own output besides the progress lines (`pipeline.cluster`).
+    `verbose` shows Ray's own output besides the progress lines (`pipeline.cluster`). Holds the lock of
+    `<out_dir>` throughout: another job in it raises LockError before anything is touched. An out_dir
+    that holds anything but an earlier pack's output is refused (OutputPathError), before the lock.
     """
+    check_output_folder(cfg.pack.out_dir, is_pack_output, "shards that `pipeline pack` wrote")
+    with DirectoryLock(cfg.pack.out_dir):
+        return _pack_locked(cfg, verbose)
+
+
+def _pack_locked(cfg: DataConfig, verbose: bool) -> tuple[Manifest, bool]:
     work, out = WorkDir(cfg.work_dir), Path(cfg.pack.out_dir)
     stats = read_json(work.stats_json) if work.stats_json.is_file() else {}
     valid, valid_skipped = None, True
@@ -227,10 +236,20 @@ def pack_valid(src: Path, out: Path, cfg: DataConfig, verbose: bool = False) -> 
 
 def remove_unlisted_sources(out: Path, sources: set[str]) -> None:
     """Delete the folders of sources the split no longer holds (a source removed from the config), after
-    the new listing is written: a crash in between leaves unlisted folders, never a listed one missing."""
+    the new listing is written: a crash in between leaves unlisted folders, never a listed one missing.
+    A folder that pack did not write is left alone."""
     for folder in out.iterdir():
-        if folder.is_dir() and folder.name not in sources:
+        if folder.is_dir() and folder.name not in sources and is_pack_output(folder):
             shutil.rmtree(folder)
+
+
+def is_pack_output(folder: Path) -> bool:
+    """Whether `folder` is what `pack` writes, finished or not: it holds a manifest or a pack state, or
+    nothing but the lock and folders that are (a first run stopped while packing the validation split)."""
+    if (folder / MANIFEST).is_file() or (folder / STATE).is_file():
+        return True
+    rest = [path for path in folder.iterdir() if path.name != LOCK_FILE]
+    return all(path.is_dir() and not path.is_symlink() and is_pack_output(path) for path in rest)
 
 
 def files_by_source(files: list[Path]) -> dict[str, list[Path]]:

@@ -110,11 +110,12 @@ class _FileFilter:
     def add_bad_row(self, item: BadRow) -> None:
         """Input that could not become a document, or (row FILE) why the file ended early."""
         doc_id = f"{self.part.source}/{self.tail}#{item.row}"
-        self._set_aside(doc_id, item.row, item.reason, item.raw, counted_as=item.reason.split(":")[0])
+        counted_as = item.reason.split(":")[0]
+        self._set_aside(doc_id, item.row, item.reason, item.raw, counted_as, rows=item.rows)
         if item.row == FILE:
             self.file_error = item.reason
         else:
-            self.rows += 1
+            self.rows += item.rows
 
     def add_record(self, item: Record) -> None:
         """Exclude, filter and count one document, then keep or drop it."""
@@ -149,10 +150,13 @@ class _FileFilter:
             row = {"id": doc.id, "source": doc.source, "lang": doc.lang, "lang_score": doc.lang_score}
             self.dropped.add({**row, "reason": reason, "rule": rule, "text": doc.text})
 
-    def _set_aside(self, doc_id: str, row: int, reason: str, raw: str, counted_as: str) -> None:
+    def _set_aside(
+        self, doc_id: str, row: int, reason: str, raw: str, counted_as: str, rows: int = 1
+    ) -> None:
+        """One entry in bad/, standing for `rows` input rows (those of a row group that broke)."""
         source, path = self.part.source, self.part.path
         self.bad.add({"id": doc_id, "source": source, "path": path, "row": row, "reason": reason, "raw": raw})
-        self.reasons["bad"][counted_as] += 1
+        self.reasons["bad"][counted_as] += rows
 
     def finish(self) -> dict[str, Any]:
         """Close the outputs; returns the file's stats."""
@@ -166,9 +170,10 @@ class _FileFilter:
             "flow": self.flow.as_dict(),
             "reasons": {k: dict(v) for k, v in self.reasons.items()},
             "kept_docs": self.kept.count,
-            # The file: rows read (documents and bad rows), and why it ended early, if it did.
+            # The file: rows read (documents and bad rows, those of an unreadable row group too), and why
+            # it ended early, if it did.
             "rows": self.rows,
-            "bad_rows": self.bad.count - (self.file_error is not None),
+            "bad_rows": self.reasons["bad"].total() - (self.file_error is not None),
             "truncated": self.file_error is not None and self.file_error.startswith(TRUNCATED),
             "file_error": self.file_error,
         }

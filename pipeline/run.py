@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.files import remove_temporaries, write_json
+from common.lock import DirectoryLock
 from pipeline.cluster import start_ray
 from pipeline.components import component_partitions, components
 from pipeline.config import DataConfig
@@ -26,12 +27,20 @@ from pipeline.workdir import WorkDir
 
 
 def run(cfg: DataConfig, verbose: bool = False) -> Path:
-    """Run (or resume) every stage; returns the work dir. A required source without input raises
+    """Run (or resume) every stage, holding the work dir's lock; returns the work dir. Another job in
+    the work dir raises LockError before anything is touched. A required source without input raises
     InputError: when planning if it matches no file, else after the filter stage (before dedup). An
     unknown eval task to decontaminate against raises ConfigError before any stage."""
+    with DirectoryLock(cfg.work_dir):
+        return _run_locked(cfg, verbose)
+
+
+def _run_locked(cfg: DataConfig, verbose: bool) -> Path:
     work = WorkDir(cfg.work_dir)
     plan = make_plan(cfg)
-    remove_temporaries(work.root)  # half-written files of a killed run; finished ones were renamed
+    # Half-written files of a killed run (finished ones were renamed); with the lock held, no other
+    # job's are in flight.
+    remove_temporaries(work.root)
     # Once, on the driver, before any stage: an unknown eval task fails here; the tasks get a copy.
     ngrams = eval_ngrams(cfg.decontam)
     for m in plan.missing:

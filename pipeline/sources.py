@@ -1,14 +1,17 @@
 """Readers for the five upstream corpora in their native schemas, normalized to the document schema.
 
 Each input file is read as a stream of rows; a row that cannot become a document (malformed JSON,
-invalid UTF-8, wrong schema, empty or huge text) is yielded as a `BadRow` with its reason instead of
-raising, and never costs the rows after it. A file that cannot be opened or breaks part-way ends with
+invalid UTF-8 in a line or a parquet cell, wrong schema, empty or huge text) is yielded as a `BadRow`
+with its reason instead of raising, and never costs the rows after it. A parquet row group that cannot
+be read (a corrupt page) is one `BadRow` standing for its rows from where it broke, named with the
+group and the rows; the next group is read. A file that cannot be opened or breaks part-way ends with
 one `BadRow(FILE, ...)` after the rows read before the break: `truncated file` when it was cut short
 (a compressed frame or the parquet footer is missing), `unreadable file` otherwise.
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
 import io
 import json
@@ -54,6 +57,7 @@ class BadRow:
     row: int  # FILE: the whole file
     reason: str
     raw: str = ""
+    rows: int = 1  # input rows it stands for: more for the rest of an unreadable parquet row group
 
 
 class TruncatedFile(Exception):
@@ -143,12 +147,50 @@ def excluded(record: Record, rules: list[ExcludeRule]) -> str | None:
 
 
 def _parquet_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
+    """Row group by row group, so that a group that cannot be read costs its own rows only."""
     with fsspec.open(path, "rb") as f:
+        parquet = _open_parquet(f)
         index = 0
-        for batch in _open_parquet(f).iter_batches(batch_size=PARQUET_BATCH_ROWS):
-            for row in batch.to_pylist():
-                yield index, row
-                index += 1
+        for group in range(parquet.num_row_groups):
+            end = index + parquet.metadata.row_group(group).num_rows
+            try:
+                for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[group]):
+                    yield from enumerate(_batch_rows(batch, index), index)
+                    index += batch.num_rows
+            except (OSError, pa.ArrowException) as e:  # a corrupt page or column chunk
+                lost = f"group {group}, rows {index}-{end - 1}"
+                reason = f"unreadable row group: {lost}: {type(e).__name__}: {e}"[:500]
+                yield index, BadRow(index, reason, rows=end - index)
+            index = end
+
+
+def _batch_rows(batch: pa.RecordBatch, start: int) -> list[dict[str, Any] | BadRow]:
+    """The rows of a batch as dicts; one holding a cell Python cannot take (invalid UTF-8 in a string,
+    a date out of range) is a `BadRow` naming the column, and costs only itself."""
+    try:
+        return batch.to_pylist()
+    except (UnicodeDecodeError, ValueError, OverflowError):
+        return [_cells(batch, i, start + i) for i in range(batch.num_rows)]
+
+
+def _cells(batch: pa.RecordBatch, i: int, index: int) -> dict[str, Any] | BadRow:
+    """Row `i` of the batch read cell by cell, or the `BadRow` naming its first cell Python cannot take."""
+    row = {}
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        try:
+            row[name] = column[i].as_py()
+        except UnicodeDecodeError:
+            return BadRow(index, f"invalid utf-8: in `{name}`", _cell_preview(column, i))
+        except (ValueError, OverflowError) as e:
+            return BadRow(index, f"wrong schema: `{name}` cannot be read: {e}"[:500])
+    return row
+
+
+def _cell_preview(column: pa.Array, i: int) -> str:
+    """The start of a string cell's bytes (a nested column's is not shown)."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return _preview(column.cast(pa.binary())[i].as_py())
+    return ""
 
 
 def _open_parquet(f: IO[bytes]) -> pq.ParquetFile:
@@ -263,15 +305,29 @@ def _preview(line: bytes) -> str:
     return line[:PREVIEW_BYTES].decode("utf-8", "replace")
 
 
-def _encodable(text: str, meta: dict[str, Any]) -> bool:
-    """Whether the strings can be written as UTF-8: a JSON escape can decode to a lone UTF-16
-    surrogate (`"\\ud800"`), which no parquet writer accepts."""
+def _unwritable(text: str, meta: dict[str, Any]) -> str | None:
+    """Why the document cannot be written, or None: a JSON escape can decode to a lone UTF-16 surrogate
+    (`"\\ud800"`), which no parquet writer accepts, and a parquet cell can hold what JSON cannot (bytes)."""
     try:
         text.encode("utf-8")
         json.dumps(meta, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        return False
-    return True
+        return "invalid utf-8: lone surrogate escape"
+    except TypeError as e:
+        return f"wrong schema: metadata is not JSON: {e}"
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    """A metadata value as JSON holds it: a parquet date or time (RefinedWeb's `timestamp`) as ISO 8601
+    text. JSON input has none, so its metadata is unchanged."""
+    if isinstance(value, datetime.date | datetime.time):  # a datetime is a date
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def _normalize(
@@ -291,8 +347,9 @@ def _normalize(
             meta["meta"] = json.loads(meta["meta"])
         except (json.JSONDecodeError, RecursionError):
             return BadRow(index, "wrong schema: `meta` is not valid JSON")
-    if not _encodable(text, meta):
-        return BadRow(index, "invalid utf-8: lone surrogate escape")
+    meta = _jsonable(meta)
+    if (problem := _unwritable(text, meta)) is not None:
+        return BadRow(index, problem)
     if reader.language_from_folder:
         meta["language"] = PurePosixPath(path).parent.name
     upstream = row.get(reader.id_field) if reader.id_field else None

@@ -18,6 +18,7 @@ from common.precision import DeviceError, Dtype
 from serving.app import create_app
 from serving.batcher import Batcher
 from serving.config import ServeConfig
+from serving.http_protocol import http_protocol
 from serving.metrics import Metrics
 from serving.model_path import ModelError, export_to_serve
 
@@ -60,7 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         # that stopped it, which skips cleanup at exit, so the folder goes as soon as it has been read.
         threading.Thread(target=_remove_when_loaded, args=(batcher, scratch), daemon=True).start()
     app = create_app(batcher, config.served_model_name or args.model, api_key=args.api_key or None)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info")
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        http=http_protocol(config.header_timeout_s),
+        # uvicorn refuses a request once the connections, its own included, reach its limit.
+        limit_concurrency=config.max_connections + 1,
+        log_level="info",
+    )
     return 0
 
 

@@ -42,7 +42,8 @@ def create_app(batcher: Batcher, model_name: str, api_key: str | None = None) ->
 
     app = FastAPI(title="stablelm2-repro serving", lifespan=lifespan)
     # The last added runs first: the key is checked before any of the body is read.
-    app.add_middleware(BodyLimit, max_bytes=batcher.config.max_body_bytes)
+    config = batcher.config
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, timeout=config.body_timeout_s)
     app.add_middleware(Gate, metrics=batcher.metrics, api_key=api_key, routes=ROUTES)
     add_error_handlers(app)
     tok = functools.lru_cache(maxsize=1 << 17)(functools.partial(token_str, batcher.enc))

@@ -312,11 +312,12 @@ def _check_limits(config: ServeConfig, req: CompletionRequest, n_prompts: int) -
 
 
 def _check_length(limit: int, n_prompt: int, max_tokens: int | None) -> None:
-    if n_prompt >= limit:
+    """Refuses a prompt that, with max_tokens more, is longer than the context: a full-context prompt is
+    scored with max_tokens 0 (lm-eval's loglikelihood), and max_tokens null fills what is left."""
+    if n_prompt > limit:
         raise APIError(
             400,
-            f"This model's maximum context length is {limit} tokens; the prompt has {n_prompt} "
-            "and leaves no room for a completion.",
+            f"This model's maximum context length is {limit} tokens; the prompt has {n_prompt}.",
             param="prompt",
             code="context_length_exceeded",
         )

@@ -28,3 +28,11 @@ class ServeConfig(Config):
     # Larger request bodies are answered 413 before they are read. 8 MiB holds max_sequences full
     # 4096-token prompts sent as token ids (~6 MB of compact JSON); raise both together.
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # Slow clients are cut off: a request's headers are due header_timeout_s after the connection opens
+    # (or after its first byte, on a kept-alive connection), else it is closed after a 408; its body is
+    # due body_timeout_s after its headers, else 408 and closed.
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    body_timeout_s: float = Field(60.0, gt=0, le=3600)
+    # Open connections served at once (requests in progress count too): a request on one more is
+    # answered 503 and its connection closed. Each connection holds a file descriptor.
+    max_connections: int = Field(1000, ge=1)

@@ -1,8 +1,9 @@
 """The middleware in front of every route: the API key check, request counts and latency (`Gate`), and
-the request-body size limit (`BodyLimit`)."""
+the request body's size and time limits (`BodyLimit`)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections import deque
@@ -50,7 +51,8 @@ class Gate:
                 body = error_body(
                     "Incorrect or missing API key (send `Authorization: Bearer KEY`)", code="invalid_api_key"
                 )
-                await JSONResponse(body, status_code=401)(scope, receive, observed)
+                # Closed, as the body it never reads may be still coming, slowly or not at all.
+                await _closing(401, body)(scope, receive, observed)
             else:
                 await self.app(scope, receive, observed)
         finally:
@@ -66,23 +68,33 @@ class Gate:
 
 class BodyLimit:
     """Answers 413 to a request body over `max_bytes`: at once when its Content-Length says so, else
-    (a chunked body) as soon as the bytes received pass the limit. Either way the rest is never read
-    and the connection is closed, so an oversized body costs neither memory nor time on the event loop.
-    A body within the limit is read here and handed to the app unchanged."""
+    (a chunked body) as soon as the bytes received pass the limit. Answers 408 to a body not all received
+    `timeout` seconds after its headers, so a client that sends it a byte at a time holds no connection
+    for longer. Either way the rest is never read and the connection is closed, so an oversized or slow
+    body costs neither memory nor time on the event loop. A body within the limits is read here and
+    handed to the app unchanged."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length", "")
-        too_large = declared.isdigit() and int(declared) > self.max_bytes
-        messages = None if too_large else await self._read(receive)
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._too_large()(scope, receive, send)
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                messages = await self._read(receive)
+        except TimeoutError:
+            await self._too_slow()(scope, receive, send)
+            return
         if messages is None:
-            await self._too_large(scope, receive, send)
+            await self._too_large()(scope, receive, send)
         else:
             await self.app(scope, _replay(messages, receive), send)
 
@@ -98,12 +110,18 @@ class BodyLimit:
             if message["type"] != "http.request" or not message.get("more_body", False):
                 return messages
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = error_body(
-            f"The request body is over this server's limit of {self.max_bytes} bytes (max_body_bytes).",
-            code="request_too_large",
-        )
-        await JSONResponse(body, status_code=413, headers={"Connection": "close"})(scope, receive, send)
+    def _too_large(self) -> JSONResponse:
+        message = f"The request body is over this server's limit of {self.max_bytes} bytes (max_body_bytes)."
+        return _closing(413, error_body(message, code="request_too_large"))
+
+    def _too_slow(self) -> JSONResponse:
+        message = f"The request body did not all arrive within {self.timeout:g} s (body_timeout_s)."
+        return _closing(408, error_body(message, code="request_timeout"))
+
+
+def _closing(status: int, body: dict) -> JSONResponse:
+    """An error response after which the connection is closed: the rest of the body is never read."""
+    return JSONResponse(body, status_code=status, headers={"Connection": "close"})
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

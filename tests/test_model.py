@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, StableLmConfig, StableLmForCausalLM
 
 import tokenizer
-from common.files import is_temporary
+from common.files import OutputPathError, is_temporary
 from training.hf import HFFormatError, hf_config, load_hf, model_config_from_hf, save_hf
 from training.model import ModelConfig, StableLM, document_mask, document_positions, flops_per_token
+from training.provenance import Provenance
 
 EOT = 3  # inside the small vocabulary; real data uses tokenizer.EOT_ID
 SMALL = ModelConfig(
@@ -234,11 +235,13 @@ def test_load_hf_round_trips_an_export(export, our_model):
         assert torch.equal(state_dict[name], tensor), name
 
 
-def test_save_hf_replaces_an_existing_export_in_bf16(tmp_path, our_model):
+def test_save_hf_replaces_an_earlier_export_only_with_overwrite_in_bf16(tmp_path, our_model):
     folder = tmp_path / "hf"
-    folder.mkdir()
+    save_hf(our_model.state_dict(), SMALL, folder, dtype=torch.float32, provenance=Provenance(step=1))
+    with pytest.raises(OutputPathError, match="--overwrite"):
+        save_hf(our_model.state_dict(), SMALL, folder)
     (folder / "stale.txt").write_text("from an older export")
-    save_hf(our_model.state_dict(), SMALL, folder)
+    save_hf(our_model.state_dict(), SMALL, folder, provenance=Provenance(step=2), overwrite=True)
     assert not (folder / "stale.txt").exists() and not any(is_temporary(p) for p in tmp_path.iterdir())
     _, state_dict = load_hf(folder)
     assert all(t.dtype == torch.bfloat16 for t in state_dict.values())

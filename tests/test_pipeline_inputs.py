@@ -387,3 +387,83 @@ def descendants(pid: int) -> dict[str, psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return found
+
+
+def cells_file(path: Path, rows: int, group_rows: int, odd: dict[int, bytes | None]) -> list[str]:
+    """A pile parquet file whose text cells at the rows of `odd` hold the given bytes (invalid UTF-8, or
+    None for a null); returns the texts of the other rows."""
+    texts: list[bytes | None] = [d["text"].encode() for d in documents(rows, seed=7)]
+    for row, cell in odd.items():
+        texts[row] = cell
+    # Arrow's view of binary as string does not check UTF-8: the bytes are written as they are.
+    column = pa.array(texts, pa.binary()).view(pa.string())
+    pq.write_table(
+        pa.table({"text": column, "meta": pa.array([{"k": 1}] * rows)}), path, row_group_size=group_rows
+    )
+    return [t.decode() for i, t in enumerate(texts) if i not in odd]
+
+
+def test_a_bad_parquet_cell_costs_its_row_only(tmp_path):
+    """Issue 23 row 4: one invalid UTF-8 cell in row 30 of 60 cost all 60 rows (`broken_files=1`)."""
+    path = tmp_path / "cells.parquet"
+    kept = cells_file(path, 60, 25, {30: b"bad \xff\xfe cell", 40: None})
+    texts, bad = read(path)
+    assert texts == kept
+    assert bad == [
+        BadRow(30, "invalid utf-8: in `text`", "bad \ufffd\ufffd cell"),
+        BadRow(40, "wrong schema: `text` is NoneType, not a string"),
+    ]
+    work = WorkDir(tmp_path / "work")
+    part = Partition("00000-pile", 0, "pile", str(path))
+    stats = filter_partition(part, {"pile": PILE}, work, rejects=True)
+    assert stats == {"rows": 60, "kept": 58, "bad_rows": 2, "broken_files": 0}
+    assert [(r["row"], r["reason"]) for r in pq.read_table(work.bad(part.pid)).to_pylist()] == [
+        (30, "invalid utf-8: in `text`"),
+        (40, "wrong schema: `text` is NoneType, not a string"),
+    ]
+
+
+def test_a_corrupt_row_group_costs_its_rows_and_is_named(tmp_path):
+    """The page header of row group 1 of 3 overwritten: groups 0 and 2 are read, group 1 is one bad
+    row standing for its 100 rows, and the file is not broken."""
+    path = tmp_path / "groups.parquet"
+    texts = cells_file(path, 300, 100, {})
+    offset = pq.ParquetFile(path).metadata.row_group(1).column(0).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 32] = b"\xff" * 32
+    path.write_bytes(bytes(data))
+    read_texts, bad = read(path)
+    assert read_texts == texts[:100] + texts[200:]
+    assert [(b.row, b.rows) for b in bad] == [(100, 100)]
+    assert bad[0].reason.startswith("unreadable row group: group 1, rows 100-199: ")
+    work = WorkDir(tmp_path / "work")
+    part = Partition("00000-pile", 0, "pile", str(path))
+    stats = filter_partition(part, {"pile": PILE}, work, rejects=True)
+    assert stats == {"rows": 300, "kept": 200, "bad_rows": 100, "broken_files": 0}
+    stored = json.loads(work.stats("filter", part.pid).read_text())
+    assert stored["reasons"]["bad"] == {"unreadable row group": 100} and stored["file_error"] is None
+
+
+def test_parquet_cells_of_other_types_cost_their_row_only(tmp_path):
+    """Metadata that JSON has no type for: a timestamp is kept as ISO 8601 text (RefinedWeb's parquet
+    has one; its rows used to end the file with `unreadable file: TypeError`), one past Python's range
+    costs its row, and so do bytes."""
+    texts = [d["text"] for d in documents(4, seed=8)]
+    dates = tmp_path / "dates.parquet"
+    stamps = pa.array([0, 2**62, 0, 0], pa.timestamp("us"))
+    pq.write_table(pa.table({"content": texts, "timestamp": stamps}), dates)
+    items = list(
+        read_file("refinedweb", str(dates), SourceConfig(reader="refinedweb", paths=["-"], epochs=1))
+    )
+    assert [(i.text, i.meta) for i in items if isinstance(i, Record)] == [
+        (texts[i], {"timestamp": "1970-01-01T00:00:00"}) for i in (0, 2, 3)
+    ]
+    assert [(b.row, b.reason) for b in items if isinstance(b, BadRow)] == [
+        (1, "wrong schema: `timestamp` cannot be read: date value out of range")
+    ]
+    blobs = tmp_path / "blobs.parquet"
+    pq.write_table(pa.table({"text": texts[:2], "meta": pa.array([None, b"\x00"], pa.binary())}), blobs)
+    assert read(blobs) == (
+        [texts[0]],
+        [BadRow(1, "wrong schema: metadata is not JSON: Object of type bytes is not JSON serializable")],
+    )

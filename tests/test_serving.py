@@ -249,7 +249,8 @@ BAD_REQUESTS = [
     ({"prompt": "hi", "logprobs": 6}, "logprobs"),
     ({"prompt": "hi", "max_tokens": -1}, "max_tokens"),
     ({"prompt": "hi", "max_tokens": CONTEXT}, "max_tokens"),
-    ({"prompt": [1] * CONTEXT}, "prompt"),
+    ({"prompt": [1] * CONTEXT}, "max_tokens"),  # fits, but not with the default 16 tokens more
+    ({"prompt": [1] * (CONTEXT + 1)}, "prompt"),
     ({"prompt": [5, 100_300]}, "prompt"),
     ({"prompt": [5, 100_256]}, "prompt"),
     ({"prompt": []}, "prompt"),

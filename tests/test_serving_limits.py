@@ -1,6 +1,6 @@
-"""The server against hostile input: bodies over the size limit, requests for too many sequences, text
-that has no UTF-8 form, a stream that fails after its 200, and a big request that must not hold up
-/health.
+"""The server against hostile input: bodies over the size limit, requests for too many sequences, prompts
+at and past the context, text that has no UTF-8 form, a stream that fails after its 200, and a big request
+that must not hold up /health.
 
 A real server on loopback with the default limits, and the app in this process where a test needs to
 reach inside (to make the batcher fail, or to hold a request in its tokenizer).
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import KEY, NAME, api_post, started_server, wait_for_health
+from conftest import CONTEXT, KEY, NAME, api_post, started_server, wait_for_health
 from starlette.testclient import TestClient
 
 from serving.app import create_app
@@ -99,6 +99,30 @@ def test_more_sequences_than_the_limit_is_400_naming_the_numbers(server):
         assert number in error["message"]
     at_limit = {"model": NAME, "prompt": ["hi"] * (n_prompts - 1), "n": n, "max_tokens": 0}
     assert api_post(server, at_limit).status_code == 200
+
+
+def test_a_prompt_that_fills_the_context_is_scored_with_max_tokens_0(server):
+    """lm-eval's loglikelihood asks for exactly this: the whole context echoed with its logprobs."""
+    body = {"model": NAME, "prompt": [9906] * CONTEXT, "max_tokens": 0, "echo": True, "logprobs": 1}
+    response = api_post(server, body)
+    assert response.status_code == 200, response.text
+    choice, usage = response.json()["choices"][0], response.json()["usage"]
+    logprobs = choice["logprobs"]["token_logprobs"]
+    assert len(logprobs) == CONTEXT and logprobs[0] is None and all(lp <= 0 for lp in logprobs[1:])
+    assert usage == {"prompt_tokens": CONTEXT, "completion_tokens": 0, "total_tokens": CONTEXT}
+
+
+@pytest.mark.parametrize(
+    ("prompt", "max_tokens", "param"),
+    [(CONTEXT, 1, "max_tokens"), (CONTEXT - 1, 2, "max_tokens"), (CONTEXT + 1, 0, "prompt")],
+)
+def test_a_prompt_plus_max_tokens_past_the_context_is_refused(server, prompt, max_tokens, param):
+    body = {"model": NAME, "prompt": [9906] * prompt, "max_tokens": max_tokens, "echo": True}
+    response = api_post(server, body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == param
+    assert str(CONTEXT) in error["message"]
 
 
 LONE_SURROGATES = [

@@ -5,15 +5,20 @@ echo "[9906, 1917]" | python -m tokenizer decode
 python -m tokenizer export-hf DIR              # a folder AutoTokenizer.from_pretrained loads
 python -m tokenizer info                       # vocabulary facts, hashes, encoding engine
 python -m tokenizer --engine tiktoken encode   # any command on a given engine (default: auto)
+
+export-hf writes DIR where nothing is, into an empty folder, or over an earlier export-hf's folder;
+never over a file or a folder holding other files.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
+from common.files import OutputPathError, check_output_folder, publish_folder, temporary_path
 from tokenizer.core import (
     CL100K_SHA256,
     PADDED_VOCAB,
@@ -51,12 +56,28 @@ def decode(enc: Arcade100k, _: argparse.Namespace) -> None:
 
 
 def export_hf(enc: Arcade100k, args: argparse.Namespace) -> None:
-    if args.dir.exists() and not args.dir.is_dir():
-        sys.exit(f"error: {args.dir} is a file; export-hf writes a folder")
+    """Build the folder beside DIR and publish it by rename. An existing DIR is replaced only when it
+    holds nothing but files of the names export-hf writes (an earlier export)."""
+    folder = args.dir
+    if folder.exists() and not folder.is_dir():
+        sys.exit(f"error: {folder} is a file; export-hf writes a folder")
     from tokenizer.hf import export_hf as export  # transformers is slow to import; only here
 
-    folder = export(enc, args.dir)
+    tmp = temporary_path(folder)
+    try:
+        export(enc, tmp)
+        written = {path.name for path in tmp.iterdir()}
+        check_output_folder(folder, lambda f: _holds_only(f, written), "the files export-hf writes")
+        publish_folder(tmp, folder, replace=True)
+    except OutputPathError as e:
+        sys.exit(f"error: {e}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only left when the export failed
     print(f"wrote a Hugging Face tokenizer to {folder} (load it with AutoTokenizer.from_pretrained)")
+
+
+def _holds_only(folder: Path, names: set[str]) -> bool:
+    return all(path.is_file() and not path.is_symlink() and path.name in names for path in folder.iterdir())
 
 
 def info(enc: Arcade100k, args: argparse.Namespace) -> None:

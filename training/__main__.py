@@ -2,13 +2,14 @@
 
     python -m training train CONFIG [--set key=value ...] [--verbose]
     python -m training import-hf HF_FOLDER CONFIG [--set key=value ...] [--verbose]
-    python -m training export CHECKPOINT OUT_DIR [--dtype auto|bf16|fp32]
+    python -m training export CHECKPOINT OUT_DIR [--dtype auto|bf16|fp32] [--overwrite]
 
 `train` resumes from the newest complete checkpoint in `checkpoint.dir` when there is one, refusing a
 config that changes what the checkpoint was trained with. `import-hf` trains CONFIG starting from the
 weights (and model shape) of a Hugging Face StableLM folder. `export` writes a checkpoint (a `step_*`
 folder, or a checkpoint dir for its newest complete one) as a Hugging Face folder, by default in the
-precision it trained in. `--verbose` lets DeepSpeed's own logs and memory reports through.
+precision it trained in; OUT_DIR must not exist, or with `--overwrite` be an earlier export (never a
+checkpoint dir or anything else). `--verbose` lets DeepSpeed's own logs and memory reports through.
 On GPUs launch `train` with `deepspeed` or `torchrun`; on CPU, `torchrun --nproc_per_node N` works too.
 """
 
@@ -25,7 +26,7 @@ from training import checkpoint
 from training.config import TrainConfig, load
 from training.hf import HFFormatError, read_model_config
 from training.resume import ResumeError
-from training.trained import load_checkpoint, write_export
+from training.trained import check_export_target, load_checkpoint, write_export
 
 EXIT_BAD_INPUT = 2
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a killed process reports
@@ -54,11 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="of the weights written; auto: the precision the checkpoint trained in",
     )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace OUT_DIR when it holds an earlier export (only then)"
+    )
     args = parser.parse_args(argv)
 
     try:
         if args.command == "export":
-            return export_checkpoint(args.checkpoint, args.out_dir, args.dtype)
+            return export_checkpoint(args.checkpoint, args.out_dir, args.dtype, args.overwrite)
         cfg = load(args.config, parse_overrides(args.set))
         if args.command == "import-hf":
             cfg = with_hf_model(cfg, args.hf_folder)
@@ -93,12 +97,14 @@ def train_run(cfg: TrainConfig, verbose: bool = False) -> int:
     return EXIT_PREEMPTED if result.status == "preempted" else 0
 
 
-def export_checkpoint(path: Path, out_dir: Path, dtype: Requested = "auto") -> int:
+def export_checkpoint(path: Path, out_dir: Path, dtype: Requested = "auto", overwrite: bool = False) -> int:
     """Write the checkpoint `path` names as a Hugging Face folder, its weights in `dtype` (auto: the
-    precision the run trained in, which its config.json holds resolved)."""
+    precision the run trained in, which its config.json holds resolved); `out_dir` as
+    `check_export_target` allows, checked before the weights are read."""
     folder = checkpoint.resolve(path)
+    check_export_target(out_dir, folder, overwrite)
     model, state_dict = load_checkpoint(folder)
-    precision = write_export(model, state_dict, out_dir, dtype)
+    precision = write_export(model, state_dict, out_dir, dtype, overwrite)
     print(f"exported {folder} ({precision.name}) to {out_dir} (MLflow run {model.provenance.mlflow_run_id})")
     return 0
 

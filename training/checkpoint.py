@@ -44,9 +44,9 @@ import xxhash
 from common.files import (
     atomic_write,
     is_temporary,
+    publish_folder,
     read_json,
     remove_temporaries,
-    replace_folder,
     temporary_path,
     write_json,
     write_text,
@@ -273,7 +273,7 @@ def _convert_to_universal(root: Path, tag: str) -> Path:
             raise CheckpointError(
                 f"converting {root / tag} to a universal checkpoint failed:\n{proc.stderr[-3000:]}"
             )
-        replace_folder(tmp, out / tag)
+        publish_folder(tmp, out / tag)
     dist.barrier()
     return out
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -25,6 +25,9 @@ __all__ = [
     "load",
 ]
 
+# An Adam moment's decay rate.
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
 
 class ShardsConfig(Config):
     """The `data:` section: which shard folder feeds the run, and how rows become samples."""
@@ -35,8 +38,8 @@ class ShardsConfig(Config):
     # Train on windows of this many tokens cut from each row (a divisor of seq_len), e.g. a small
     # model on the 4096-token sample shards; None trains on whole rows.
     window: int | None = Field(None, gt=0)
-    # Seeds the global permutation of rows (one permutation per epoch).
-    seed: int = 1234
+    # Seeds the global permutation of rows (one permutation per epoch; numpy takes no negative seed).
+    seed: int = Field(1234, ge=0)
     # Stability's reset_attention_mask + reset_position_ids: no attention across <|endoftext|>.
     document_masking: bool = True
     verify_checksums: bool = True
@@ -56,10 +59,11 @@ class ShardsConfig(Config):
 class OptimConfig(Config):
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
+    betas: tuple[Beta, Beta] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    # 0: no clipping (DeepSpeed's switch).
+    grad_clip: float = Field(1.0, ge=0)
 
     @model_validator(mode="after")
     def _floor_below_peak(self) -> OptimConfig:
@@ -124,7 +128,7 @@ class LogConfig(Config):
     experiment: str = "stablelm2"
     run_name: str | None = None
     # Peak FLOP/s of one device for MFU; None means the table in training.utilization (no MFU on CPU).
-    peak_flops: float | None = None
+    peak_flops: float | None = Field(None, gt=0)
 
 
 class ParallelConfig(Config):
@@ -144,8 +148,9 @@ class TrainConfig(Config):
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: EvalConfig = EvalConfig()
     log: LogConfig = LogConfig()
-    # Seeds the weight init and the torch/numpy/python RNGs; the data order has its own seed.
-    seed: int = 1234
+    # Seeds the weight init and the torch/numpy/python RNGs (numpy's legacy seed is 32 bits); the data
+    # order has its own seed.
+    seed: int = Field(1234, ge=0, lt=2**32)
     # auto: bf16 where the training device computes it natively (CUDA GPUs with bf16, CPUs with
     # AVX512-BF16 or AMX), else fp32 (common.precision); a checkpoint's config.json holds the result.
     precision: Requested = "auto"

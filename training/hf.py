@@ -10,6 +10,7 @@ names need no mapping: ours are Hugging Face's.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import tokenizer
-from common.files import replace_folder, temporary_path, write_json
+from common.files import OutputPathError, check_output_folder, publish_folder, temporary_path, write_json
 from tokenizer.hf import export_hf
 from training.model import ModelConfig, StableLM
 from training.provenance import Provenance
@@ -28,7 +29,9 @@ __all__ = [
     "TRAINING_RUN",
     "HFFormatError",
     "check_export",
+    "check_export_path",
     "hf_config",
+    "is_our_export",
     "load_hf",
     "model_config_from_hf",
     "read_model_config",
@@ -37,7 +40,8 @@ __all__ = [
 
 ARCHITECTURE = "StableLmForCausalLM"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
-# What names the run an export comes from (its MLflow run, data and tokenizer, step); see save_hf.
+# What names the run an export comes from (its MLflow run, data and tokenizer, step); see save_hf. It
+# also marks a folder as an export of ours, the one kind of folder an export may replace.
 TRAINING_RUN = "training_run.json"
 # Older exports saved the rotary frequencies, which we recompute; nothing else may be left over.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -142,16 +146,37 @@ def read_model_config(folder: Path) -> ModelConfig:
     return model_config_from_hf(json.loads(config_path.read_text(encoding="utf-8")))
 
 
+def is_our_export(folder: Path) -> bool:
+    """Whether `folder` is an export that `python -m training export` wrote: a StableLM export with its
+    TRAINING_RUN. A Hugging Face folder from elsewhere is not."""
+    try:
+        check_export(folder)
+    except HFFormatError:
+        return False
+    return (folder / TRAINING_RUN).is_file()
+
+
+def check_export_path(folder: Path, overwrite: bool = False) -> None:
+    """Raise OutputPathError unless an export may be written at `folder`: nothing is there, or
+    `overwrite` is set and it is an export of ours (`is_our_export`) or an empty folder."""
+    if os.path.lexists(folder) and not overwrite:
+        raise OutputPathError(f"{folder} exists; --overwrite replaces an earlier export there")
+    check_output_folder(folder, is_our_export, f"an export of ours (with {TRAINING_RUN})")
+
+
 def save_hf(
     state_dict: dict[str, torch.Tensor],
     cfg: ModelConfig,
     folder: Path,
     dtype: torch.dtype = torch.bfloat16,
     provenance: Provenance | None = None,
+    overwrite: bool = False,
 ) -> None:
     """Write `state_dict` as a Hugging Face folder, atomically: built beside it under a temporary name,
-    then put in its place, so a reader never sees half an export. `provenance` goes in as TRAINING_RUN."""
+    then renamed into place, so a reader never sees half an export. `provenance` goes in as TRAINING_RUN.
+    Where `folder` exists, see `check_export_path`: only an earlier export is replaced, with `overwrite`."""
     folder = Path(folder)
+    check_export_path(folder, overwrite)
     check_state_dict(state_dict, cfg)
     tmp = temporary_path(folder)
     tmp.mkdir(parents=True)
@@ -159,7 +184,8 @@ def save_hf(
         _write_export(tmp, state_dict, cfg, dtype)
         if provenance is not None:
             write_json(tmp / TRAINING_RUN, provenance.training_run(), sort_keys=True)
-        replace_folder(tmp, folder)
+        check_export_path(folder, overwrite)  # again: the export took a while, something may be there now
+        publish_folder(tmp, folder, replace=overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # only left when writing failed
 

@@ -22,6 +22,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 from torch.utils.checkpoint import checkpoint
@@ -52,17 +53,18 @@ VOCAB_PARALLEL = (r"^model\.embed_tokens\.weight$", r"^lm_head\.weight$")
 class ModelConfig(Config):
     """Shape of the model; the defaults are the released Stable LM 2 1.6B."""
 
-    vocab_size: int = 100352
-    hidden_size: int = 2048
-    num_layers: int = 24
-    num_heads: int = 32
-    intermediate_size: int = 5632
-    max_position_embeddings: int = 4096
-    rope_theta: float = 10000.0
-    partial_rotary_factor: float = 0.25
-    layer_norm_eps: float = 1e-5
+    vocab_size: int = Field(100352, gt=0)
+    hidden_size: int = Field(2048, gt=0)
+    num_layers: int = Field(24, gt=0)
+    num_heads: int = Field(32, gt=0)
+    intermediate_size: int = Field(5632, gt=0)
+    max_position_embeddings: int = Field(4096, gt=0)
+    rope_theta: float = Field(10000.0, gt=0)
+    # The share of each head's dimensions that are rotated.
+    partial_rotary_factor: float = Field(0.25, ge=0, le=1)
+    layer_norm_eps: float = Field(1e-5, gt=0)
     use_qkv_bias: bool = True
-    init_std: float = 0.02
+    init_std: float = Field(0.02, gt=0)
     # auto: flash-attn's kernels when installed and running on CUDA in half precision, else
     # FlexAttention on CUDA, else SDPA. flex runs forward-only on CPU (PyTorch has no CPU backward).
     attention: Literal["auto", "sdpa", "flash", "flex"] = "auto"

@@ -1,8 +1,8 @@
 """A trained model on disk, whichever form it takes: a Hugging Face export (`python -m training export`,
 or any `StableLmForCausalLM` folder) or a training checkpoint (a `step_*` folder, or a checkpoint dir
 for its newest complete one). `load_trained` reads either into one state dict, its model config and
-where it comes from; `write_export` writes what was read as an export. Serving and evaluation both
-take their --model path through here.
+where it comes from; `write_export` writes what was read as an export, never over anything but an
+earlier export (`check_export_target`). Serving and evaluation both take their --model path through here.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Literal
 
 import torch
 
-from common.files import read_json
+from common.files import OutputPathError, read_json
 from common.precision import Precision, Requested, resolve_precision
 from training import checkpoint
 from training.config import TrainConfig
-from training.hf import TRAINING_RUN, HFFormatError, check_export, load_hf, save_hf
+from training.hf import TRAINING_RUN, HFFormatError, check_export, check_export_path, load_hf, save_hf
 from training.model import ModelConfig
 from training.provenance import Provenance
 
@@ -25,6 +25,7 @@ __all__ = [
     "NotAModelError",
     "StateDict",
     "TrainedModel",
+    "check_export_target",
     "find_trained",
     "load_checkpoint",
     "load_export",
@@ -95,10 +96,44 @@ def load_checkpoint(folder: Path) -> tuple[TrainedModel, StateDict]:
 
 
 def write_export(
-    model: TrainedModel, state_dict: StateDict, folder: Path, dtype: Requested = "auto"
+    model: TrainedModel,
+    state_dict: StateDict,
+    folder: Path,
+    dtype: Requested = "auto",
+    overwrite: bool = False,
 ) -> Precision:
     """`state_dict` as the Hugging Face folder `folder`, its weights in `dtype` (auto: the precision the
-    model trained in), with its provenance as TRAINING_RUN; the precision written."""
+    model trained in), with its provenance as TRAINING_RUN; the precision written. An existing `folder`
+    is replaced only with `overwrite`, and only when it is an earlier export (`check_export_target`)."""
+    if model.kind == "checkpoint":
+        check_export_target(folder, model.path, overwrite)
     precision = resolve_precision(model.precision if dtype == "auto" else dtype, torch.device("cpu"))
-    save_hf(state_dict, model.config, folder, dtype=precision.dtype, provenance=model.provenance)
+    save_hf(
+        state_dict,
+        model.config,
+        folder,
+        dtype=precision.dtype,
+        provenance=model.provenance,
+        overwrite=overwrite,
+    )
     return precision
+
+
+def check_export_target(out: Path, source: Path, overwrite: bool = False) -> None:
+    """Raise OutputPathError unless the export of the checkpoint `source` (a `step_*` folder) may go to
+    `out`: never a checkpoint dir, a folder inside one or one holding the checkpoint exported;
+    elsewhere as `training.hf.check_export_path` allows (nothing there, or an earlier export with
+    `overwrite`)."""
+    out_abs, root = Path(out).resolve(), Path(source).resolve().parent
+    if out_abs == root or out_abs in root.parents:
+        raise OutputPathError(f"{out} holds the checkpoint exported ({source}); an export goes elsewhere")
+    if holder := next((p for p in (out_abs, *out_abs.parents) if _is_checkpoint_dir(p)), None):
+        raise OutputPathError(f"{out}: {holder} is a checkpoint dir; an export goes elsewhere")
+    check_export_path(Path(out), overwrite)
+
+
+def _is_checkpoint_dir(folder: Path) -> bool:
+    """Whether `folder` holds a `step_*` checkpoint folder, or a `latest` file naming one."""
+    if (tag := checkpoint.latest_tag(folder)) is not None and checkpoint.TAG.fullmatch(tag):
+        return True
+    return any(p.is_dir() and checkpoint.TAG.fullmatch(p.name) for p in folder.glob("step_*"))

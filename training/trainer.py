@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 import tokenizer
 from common.config import flatten
+from common.lock import DirectoryLock
 from common.precision import resolve_precision
 from common.shards import ShardSet, manifest_hash
 from common.tracking import Tracker, git_commit
@@ -89,6 +90,18 @@ class Trainer:
         with deepspeed_output(verbose):
             init_distributed()
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        # Held by rank 0 until `fit` ends; every rank fails with rank 0's LockError when another job
+        # holds the checkpoint dir, before anything reads or writes it.
+        self._lock = DirectoryLock(cfg.checkpoint.dir)
+        from_rank0(self._lock.acquire)
+        try:
+            self._build(tasks)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _build(self, tasks: TaskEvaluator | None) -> None:
+        cfg, verbose = self.cfg, self.verbose
         # Tensor-parallel ranks share their batches: samples and the loader count data-parallel ranks.
         self.layout = init_layout(cfg.parallel.tensor)
         self.device = device()
@@ -247,6 +260,7 @@ class Trainer:
             raise
         finally:
             signal.signal(signal.SIGTERM, previous_handler)
+            self._lock.release()
         self._report_eval_share(result)
         if self.tracker:
             self.tracker.finish("KILLED" if result.status == "preempted" else "FINISHED")

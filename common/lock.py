@@ -1,0 +1,196 @@
+"""One writer per directory: a job that writes a folder holds `<folder>/.lock` while it runs.
+
+The lock is an `fcntl.flock` on that file, which the kernel drops with the process however it ends
+(kill -9 included). The file holds the holder's host, pid, start time and command, so that a second job
+is refused with one line naming the first. Where the filesystem has no flock (some network
+filesystems), creating the file with O_EXCL is the lock, and a holder that died without releasing it
+is known by its pid being gone on the same host. Either way a lock file left by a dead holder is taken
+over with a message, and a released lock leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shlex
+import socket
+import sys
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["LOCK_FILE", "DirectoryLock", "Holder", "LockError"]
+
+LOCK_FILE = ".lock"
+# What flock raises where the filesystem does not support it.
+_NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
+
+
+class LockError(ValueError):
+    """Another job holds the folder: a one-line message naming it."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock, as its lock file records it."""
+
+    host: str
+    pid: int
+    started: str  # ISO 8601, UTC
+    command: str
+
+    @classmethod
+    def this_process(cls) -> Holder:
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        return cls(socket.gethostname(), os.getpid(), started, _command())
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}, started {self.started}: {self.command}"
+
+    def is_dead(self) -> bool:
+        """True only when it is certain: the pid is gone on this host."""
+        if self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # it exists, another user's
+            pass
+        return False
+
+
+class DirectoryLock:
+    """The exclusive lock of `folder` (created if missing); `acquire` raises LockError while another
+    job holds it. A context manager, or `acquire()` and `release()` for a lock held across calls."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self._fd: int | None = None
+        self._made_folder = False
+
+    def __enter__(self) -> DirectoryLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        self._made_folder = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = self._take()
+        _write_holder(fd, Holder.this_process())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file, then close it (a job that opened this file meanwhile sees it unlinked
+        and locks a new one), and the folder if `acquire` made it and the job left it empty. Nothing to
+        do when the lock is not held."""
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+        if self._made_folder and not any(self.folder.iterdir()):
+            with contextlib.suppress(OSError):  # another job's lock file came meanwhile
+                self.folder.rmdir()
+
+    def _take(self) -> int:
+        """The lock file's descriptor, once this process holds it."""
+        while True:
+            fd, created = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise self._held_by(holder) from None
+            except OSError as e:
+                if e.errno not in _NO_FLOCK:
+                    os.close(fd)
+                    raise
+                if created:
+                    return fd  # no flock here: creating the file with O_EXCL was the lock
+                self._remove_if_holder_dead(fd)
+                continue
+            if not _same_file(fd, self.path):
+                os.close(fd)  # its holder released it (and unlinked it) meanwhile: lock the new file
+                continue
+            if (previous := _read_holder(fd)) is not None:
+                _warn_taken_over(self.path, previous)  # flocked, so its holder is gone
+            return fd
+
+    def _open(self) -> tuple[int, bool]:
+        """The lock file opened for writing, and whether this call created it."""
+        while True:
+            try:
+                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+            except FileExistsError:
+                pass
+            try:
+                return os.open(self.path, os.O_RDWR), False
+            except FileNotFoundError:
+                continue  # released meanwhile
+
+    def _remove_if_holder_dead(self, fd: int) -> None:
+        """Without flock: remove the open lock file when its holder is dead on this host, else refuse.
+        Two jobs taking over the same dead holder's file at the same instant could both succeed: a race
+        only this fallback has, and only after a holder died."""
+        holder = _read_holder(fd)
+        os.close(fd)
+        if holder is None or not holder.is_dead():
+            raise self._held_by(holder)
+        self.path.unlink(missing_ok=True)
+        _warn_taken_over(self.path, holder)
+
+    def _held_by(self, holder: Holder | None) -> LockError:
+        who = str(holder) if holder is not None else f"holder unknown: {self.path} is empty or unreadable"
+        return LockError(f"{self.folder} is in use by another job ({who}); wait for it to end or stop it")
+
+
+def _command() -> str:
+    """This process's command line as started (`python -m pipeline run ...`: sys.argv loses the `-m`)."""
+    try:
+        args = Path("/proc/self/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:  # not Linux
+        args = [sys.executable, *sys.argv]
+    return shlex.join(args)
+
+
+def _warn_taken_over(path: Path, holder: Holder) -> None:
+    print(
+        f"warning: {path}: taking over the lock of a job that ended without releasing it ({holder})",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
+
+
+def _read_holder(fd: int) -> Holder | None:
+    """The holder the open lock file records; None when it is empty (new) or unreadable."""
+    try:
+        return Holder(**json.loads(os.pread(fd, 65536, 0)))
+    except (ValueError, TypeError):
+        return None
+
+
+def _write_holder(fd: int, holder: Holder) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(asdict(holder)) + "\n").encode(), 0)
+    os.fsync(fd)
