@@ -7,12 +7,17 @@ folders alike). A killed process leaves at most such names, never a half-written
 An output path is never something we delete: a command writes a folder only where nothing is (or an
 empty folder is), or over a folder it recognizes as its own output (`check_output_folder`), and a
 finished folder is published by rename (`publish_folder`), never over a file.
+
+A write that fails for want of space or permission is told in one line (`disk_error`), whatever library
+raised it and however it was wrapped.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +27,7 @@ __all__ = [
     "OutputPathError",
     "atomic_write",
     "check_output_folder",
+    "disk_error",
     "is_temporary",
     "publish",
     "publish_folder",
@@ -34,6 +40,17 @@ __all__ = [
 ]
 
 _SUFFIX = ".tmp"
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+_NOT_WRITABLE = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
+# What a full disk looks like where no errno survives: pyarrow's short write ("78260 requested and 20416
+# written"), torch.save's stream errors ("unexpected pos 704 vs 598", "basic_ios::clear: iostream
+# error", "PytorchStreamWriter failed writing"), and Rust's text of the errno (safetensors: "I/O error:
+# No space left on device (os error 28)").
+_FULL_MESSAGE = re.compile(
+    r"\d+ requested and \d+ written|unexpected pos \d+|basic_ios::clear|PytorchStreamWriter failed writing"
+    r"|No space left on device|Disk quota exceeded"
+)
+_READ_ONLY_MESSAGE = re.compile(r"Read-only file system")
 
 
 class OutputPathError(ValueError):
@@ -139,6 +156,56 @@ def publish_folder(tmp: str | Path, folder: str | Path, *, replace: bool = False
         tmp.rename(folder)  # fails on a folder created since, unless an empty one: nothing is lost
     _fsync_dir(folder.parent)
     return folder
+
+
+def disk_error(error: BaseException, path: str | Path) -> str | None:
+    """The one line telling that `error` is a full disk or a path that cannot be written, with the
+    free space there, or None when it is something else. `error` may wrap the OSError (as a cause,
+    a context, or a Ray task error's `cause`); the line names the file the OSError names, else `path`."""
+    chain = _causes(error)
+    for e in chain:
+        if isinstance(e, OSError) and (e.errno in _FULL or e.errno in _NOT_WRITABLE):
+            where = Path(e.filename) if e.filename else Path(path)
+            what = "no space left on device" if e.errno in _FULL else _NOT_WRITABLE[e.errno]
+            return f"error: cannot write {where}: {what} ({_free_space(where)})"
+    for pattern, what in (
+        (_FULL_MESSAGE, "no space left on device"),
+        (_READ_ONLY_MESSAGE, "read-only file system"),
+    ):
+        if any(pattern.search(str(e)) for e in chain):
+            return f"error: cannot write {path}: {what} ({_free_space(Path(path))})"
+    return None
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """`error` and what it wraps, each once."""
+    chain: list[BaseException] = []
+    todo: list[object] = [error]
+    while todo:
+        e = todo.pop()
+        if isinstance(e, BaseException) and not any(e is seen for seen in chain):
+            chain.append(e)
+            todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return chain
+
+
+def _free_space(path: Path) -> str:
+    """How much is free on the file system of `path` (or of its nearest existing folder)."""
+    folder = path.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    usage = shutil.disk_usage(folder)
+    return f"{_size(usage.free)} free of {_size(usage.total)} on {folder}"
+
+
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{n:,.0f} bytes"
+    for unit in ("KB", "MB"):
+        n /= 1024
+        if n < 1024:
+            return f"{n:,.1f} {unit}"
+    return f"{n / 1024:,.1f} GB"
 
 
 def _check_is_folder(path: Path) -> None:

@@ -24,6 +24,7 @@ from typing import get_args
 from common.precision import Dtype
 
 EXIT_BAD_INPUT = 2
+EXIT_DISK = 1  # a full disk or a path that cannot be written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,15 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     from lm_eval.utils import make_table
 
     from common.config import ConfigError
+    from common.files import disk_error
     from evaluation.loading import TokenizerMismatchError
     from evaluation.run import evaluate
     from evaluation.tasks import MissingDataError, load_suite
     from training.trained import NotAModelError
 
+    output = args.output or Path("runs") / "eval" / args.model.resolve().name
     try:
         names = [] if args.suite else [name.strip() for name in args.tasks.split(",") if name.strip()]
         shots = load_suite(args.suite).tasks if args.suite else dict.fromkeys(names)
-        output = args.output or Path("runs") / "eval" / args.model.resolve().name
         limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
         done = evaluate(
             args.model,
@@ -88,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, NotAModelError, TokenizerMismatchError, MissingDataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as e:
+        if (line := disk_error(e, output)) is None:
+            raise
+        print(line, file=sys.stderr)
+        return EXIT_DISK
     print(make_table(done.results))
     if done.results.get("groups"):
         print(make_table(done.results, "groups"))

@@ -9,10 +9,13 @@ python -m pipeline inspect DIR [--rows N]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 
 from common.config import ConfigError, add_overrides_argument, load, parse_overrides
+from common.files import disk_error
 from common.lock import LockError
 from pipeline.config import DataConfig
 
@@ -25,13 +28,26 @@ def _load(path: str, overrides: list[str]) -> DataConfig:
     return load(path, DataConfig, parse_overrides(overrides))
 
 
+@contextlib.contextmanager
+def _disk_errors_told(path: str) -> Iterator[None]:
+    """Exit with one line when a full disk or a path that cannot be written stops the job writing to
+    `path` (in a Ray worker or here); let any other error through."""
+    try:
+        yield
+    except Exception as e:
+        if (line := disk_error(e, path)) is None:
+            raise
+        sys.exit(line)
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     cfg = _load(args.config, args.set)
     from pipeline.inputs import InputError
     from pipeline.run import run
 
     try:
-        run(cfg, verbose=args.verbose)
+        with _disk_errors_told(cfg.work_dir):
+            run(cfg, verbose=args.verbose)
     except (InputError, LockError) as e:
         sys.exit(f"error: {e}")
 
@@ -41,7 +57,7 @@ def cmd_explain(args: argparse.Namespace) -> None:
     from pipeline.explain import explain
 
     try:
-        lines = open(args.docs, encoding="utf-8", errors="replace")
+        lines = open(args.docs, "rb")  # bytes: a line of invalid UTF-8 is reported as the job counts it
     except OSError as e:
         sys.exit(f"error: cannot read {args.docs}: {e.strerror or e}")
     with lines:
@@ -55,7 +71,8 @@ def cmd_pack(args: argparse.Namespace) -> None:
     from pipeline.pack_job import pack_job
 
     try:
-        pack_job(cfg, verbose=args.verbose)
+        with _disk_errors_told(cfg.pack.out_dir):
+            pack_job(cfg, verbose=args.verbose)
     except (ShardError, FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
 

@@ -35,6 +35,9 @@ SESSION_NAME = re.compile(r"session_(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6})_(\d+)
 # Loggers whose warnings repeat what the quiet output says: that token authentication is on (the
 # dashboard line explains it), and that Ray Data's progress bars are off (the stage lines replace them).
 REDUNDANT_WARNINGS = ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress")
+# Ray Data's logger of "An exception was raised from a task ... Dataset execution will now abort": when
+# quiet, the driver's own report of that exception (one line for a full disk) says it alone.
+TASK_ABORT_LOGGER = "ray.data._internal.execution.streaming_executor_state"
 # How long a process of a stale session gets to exit after SIGTERM, and after SIGKILL.
 STOP_GRACE_S = 3.0
 
@@ -59,13 +62,15 @@ def start_ray(verbose: bool = False) -> None:
 
 def _configure_output(verbose: bool) -> None:
     """Ray Data's progress bars, and its INFO lines on the console (its log file keeps them), only when
-    verbose; when quiet, also none of the warnings that say what the quiet output already says."""
+    verbose; when quiet, also none of the warnings (or the abort line) that say what the quiet output
+    already says."""
     ray.data.DataContext.get_current().enable_progress_bars = verbose
     for handler in logging.getLogger("ray.data").handlers:
         if isinstance(handler, logging.StreamHandler):  # the console; the session's log file is not one
             handler.setLevel(logging.INFO if verbose else logging.WARNING)
     for name in REDUNDANT_WARNINGS:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
+    logging.getLogger(TASK_ABORT_LOGGER).setLevel(logging.NOTSET if verbose else logging.CRITICAL)
 
 
 def _record_driver() -> None:

@@ -6,18 +6,19 @@ decision here is the decision there.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from typing import IO
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from common.config import ConfigError
 from pipeline.config import DataConfig
 from pipeline.filters import Doc, build_chain, run_chain
-from pipeline.sources import READERS
+from pipeline.sources import READERS, BadRow, parse_line, unwritable
 
 
-def explain(cfg: DataConfig, source: str, lines: IO[str]) -> Iterator[dict]:
-    """One result per input line: id, lang, lang_score, kept, reason, rule and every filter's decision."""
+def explain(cfg: DataConfig, source: str, lines: Iterable[bytes]) -> Iterator[dict]:
+    """One result per input line: id, lang, lang_score, kept, reason, rule and every filter's decision;
+    a line the data job would set aside as a bad row (invalid UTF-8, a lone surrogate escape, malformed
+    JSON, no string `text`) gives its line number and the job's reason instead."""
     if source not in cfg.sources:
         raise ConfigError(f"unknown source {source!r}; the config has: {', '.join(cfg.sources)}")
     src = cfg.sources[source]
@@ -26,15 +27,11 @@ def explain(cfg: DataConfig, source: str, lines: IO[str]) -> Iterator[dict]:
     for n, line in enumerate(lines):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-            text = row["text"]
-            if not isinstance(text, str):
-                raise TypeError("`text` is not a string")
-        except (json.JSONDecodeError, RecursionError, KeyError, TypeError) as e:  # one bad line, not all
-            yield {"id": str(n), "kept": False, "reason": "bad_input", "error": f"{type(e).__name__}: {e}"}
+        row = _read_line(n, line)
+        if isinstance(row, BadRow):
+            yield {"id": str(n), "line": n + 1, "kept": False, "reason": "bad_input", "error": row.reason}
             continue
-        doc = Doc(str(row.get("id", n)), text, source, lang=lang)
+        doc = Doc(str(row.get("id", n)), row["text"], source, lang=lang)
         outcome = run_chain(chain, doc, evaluate_all=True)
         yield {
             "id": doc.id,
@@ -45,3 +42,17 @@ def explain(cfg: DataConfig, source: str, lines: IO[str]) -> Iterator[dict]:
             "rule": outcome.rule,
             "filters": {name: {"kept": d.kept, "rule": d.rule} for name, d in outcome.decisions.items()},
         }
+
+
+def _read_line(n: int, line: bytes) -> dict[str, Any] | BadRow:
+    """The line's JSON object, its `text` a string the job could write; else the bad row the job makes of
+    it (`sources.parse_line`, then the job's checks of the text)."""
+    row = parse_line(n, line)
+    if isinstance(row, BadRow):
+        return row
+    text = row.get("text")
+    if not isinstance(text, str):
+        return BadRow(n, f"wrong schema: `text` is {type(text).__name__}, not a string")
+    if (problem := unwritable(text, {})) is not None:
+        return BadRow(n, problem)
+    return row

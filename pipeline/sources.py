@@ -279,10 +279,10 @@ def _open_lines(raw: IO[bytes], path: str) -> IO[bytes]:
 def _json_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
     with fsspec.open(path, "rb") as raw, _open_lines(raw, path) as f:
         for index, line in enumerate(f):
-            yield index, _parse_line(index, line)
+            yield index, parse_line(index, line)
 
 
-def _parse_line(index: int, line: bytes) -> dict[str, Any] | BadRow:
+def parse_line(index: int, line: bytes) -> dict[str, Any] | BadRow:
     """One JSON line as an object, or the `BadRow` saying why not; never raises, so that one odd line
     costs itself only, not the rest of its file."""
     if not line.strip():
@@ -305,7 +305,7 @@ def _preview(line: bytes) -> str:
     return line[:PREVIEW_BYTES].decode("utf-8", "replace")
 
 
-def _unwritable(text: str, meta: dict[str, Any]) -> str | None:
+def unwritable(text: str, meta: dict[str, Any]) -> str | None:
     """Why the document cannot be written, or None: a JSON escape can decode to a lone UTF-16 surrogate
     (`"\\ud800"`), which no parquet writer accepts, and a parquet cell can hold what JSON cannot (bytes)."""
     try:
@@ -348,7 +348,7 @@ def _normalize(
         except (json.JSONDecodeError, RecursionError):
             return BadRow(index, "wrong schema: `meta` is not valid JSON")
     meta = _jsonable(meta)
-    if (problem := _unwritable(text, meta)) is not None:
+    if (problem := unwritable(text, meta)) is not None:
         return BadRow(index, problem)
     if reader.language_from_folder:
         meta["language"] = PurePosixPath(path).parent.name

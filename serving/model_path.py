@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from training.checkpoint import CheckpointError
-from training.hf import HFFormatError
+from training.hf import HFFormatError, check_weights
 from training.trained import NotAModelError, find_trained, load_checkpoint, write_export
 
 __all__ = ["ModelError", "export_to_serve"]
@@ -24,6 +24,7 @@ def export_to_serve(path: Path) -> tuple[Path, Path | None]:
     try:
         kind, folder = find_trained(path)
         if kind == "export":
+            check_weights(folder)  # a corrupt export is refused before the server starts
             return folder, None
         model, state_dict = load_checkpoint(folder)
     except (NotAModelError, CheckpointError, HFFormatError) as e:

@@ -334,6 +334,6 @@ def test_explain_agrees_with_the_job_on_the_sample(sample_run):
     for source in ("refinedweb", "culturax"):
         picked = [r for r in rejects if r["source"] == source and r["reason"] != "exclude"]
         # Rejected text is the text as the failing filter saw it; re-running gives the same decision.
-        lines = [json.dumps({"id": r["id"], "text": r["text"]}) for r in picked]
+        lines = [json.dumps({"id": r["id"], "text": r["text"]}).encode() for r in picked]
         got = {r["id"]: (r["reason"], r["rule"]) for r in explain(cfg, source, iter(lines))}
         assert got == {r["id"]: (r["reason"], r["rule"]) for r in picked}

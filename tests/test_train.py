@@ -176,7 +176,7 @@ def test_nonfinite_steps_are_skipped_then_abort_keeping_the_last_good_checkpoint
         weights.setdefault(trainer.step, trainer.model.lm_head.weight.detach().clone())
 
     trainer.model.model.norm.register_forward_hook(snapshot)
-    with pytest.raises(NonFiniteLossError, match="2 steps in a row.*last good checkpoint is step 4"):
+    with pytest.raises(NonFiniteLossError, match="2 steps in a row.*last good checkpoint is .*step_00000004"):
         trainer.fit()
     assert trainer.skipped_steps == 3
     # Skipped steps leave the weights alone; step 3's skip did not stop step 4 from training.

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from common.config import ConfigError, add_overrides_argument, parse_overrides
+from common.files import disk_error
 from common.precision import Requested
 from common.shards import ShardError
 from training import checkpoint
@@ -29,6 +30,7 @@ from training.resume import ResumeError
 from training.trained import check_export_target, load_checkpoint, write_export
 
 EXIT_BAD_INPUT = 2
+EXIT_DISK = 1  # a full disk or a path that cannot be written
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a killed process reports
 
 
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    cfg = None
     try:
         if args.command == "export":
             return export_checkpoint(args.checkpoint, args.out_dir, args.dtype, args.overwrite)
@@ -70,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ShardError, HFFormatError, checkpoint.CheckpointError, ResumeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as e:
+        written = args.out_dir if args.command == "export" else cfg.checkpoint.dir if cfg else Path.cwd()
+        if (line := disk_error(e, written)) is None:
+            raise
+        print(line, file=sys.stderr)
+        return EXIT_DISK
 
 
 def with_hf_model(cfg: TrainConfig, folder: Path) -> TrainConfig:

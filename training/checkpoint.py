@@ -26,12 +26,14 @@ resumes under the same layout only (`saved_layout`); its weights are gathered wh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,26 +115,59 @@ def save(
     engine: Any, root: Path, step: int, config: dict[str, Any], state: dict[str, Any], keep_last: int
 ) -> Path:
     """Save a checkpoint of `engine` after `step` steps with the trainer's `state` and resolved `config`;
-    all ranks call this. The checksums come after every other file, `latest` after the checksums."""
+    all ranks call this. The checksums come after every other file, `latest` after the checksums.
+
+    A write that fails on any rank (a full disk, a read-only dir) stops the save on every rank, none
+    left waiting. The folder, without checksums, is then removed for the space it holds, and `latest`
+    is left as it was."""
     root, tag = Path(root), tag_for(step)
     folder = root / tag
-    if dist.get_rank() == 0:
-        # What an interrupted save of this step left (a resume fell back past it) must not mix in.
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-    dist.barrier()
-    atomic_write(folder / f"rng-rank{dist.get_rank()}.pt", lambda f: torch.save(_rng_state(), f))
-    if dist.get_rank() == 0:
-        write_json(folder / CONFIG_FILE, config)
-        write_json(folder / STATE_FILE, state)
-    engine.save_checkpoint(str(root), tag=tag, save_latest=False)
-    dist.barrier()
-    if dist.get_rank() == 0:
-        record_files(folder)
-        write_text(root / LATEST, tag)
-        prune(root, keep_last)
-    dist.barrier()
+    try:
+        with _written_by_every_rank(folder):
+            if dist.get_rank() == 0:
+                # What an interrupted save of this step left (a resume fell back past it) must not mix in.
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir(parents=True)
+        with _written_by_every_rank(folder):
+            atomic_write(folder / f"rng-rank{dist.get_rank()}.pt", lambda f: torch.save(_rng_state(), f))
+            if dist.get_rank() == 0:
+                write_json(folder / CONFIG_FILE, config)
+                write_json(folder / STATE_FILE, state)
+        with _written_by_every_rank(folder):
+            try:
+                engine.save_checkpoint(str(root), tag=tag, save_latest=False)
+            except (OSError, RuntimeError):
+                # DeepSpeed's collectives all come before its writes but the barrier it ends with,
+                # where the ranks whose writes succeeded wait: meet them there.
+                dist.barrier()
+                raise
+    except (OSError, RuntimeError, CheckpointError):
+        if dist.get_rank() == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    with _written_by_every_rank(folder):
+        if dist.get_rank() == 0:
+            record_files(folder)
+            write_text(root / LATEST, tag)
+            prune(root, keep_last)
     return folder
+
+
+@contextlib.contextmanager
+def _written_by_every_rank(folder: Path) -> Iterator[None]:
+    """Run one step of saving the checkpoint `folder` on every rank, then tell each whether all wrote
+    their part: the rank whose write failed raises its error, the others a CheckpointError."""
+    failed: BaseException | None = None
+    try:
+        yield
+    except (OSError, RuntimeError) as e:  # torch.save reports a short write as a RuntimeError
+        failed = e
+    failures: list[bool] = [False] * dist.get_world_size()
+    dist.all_gather_object(failures, failed is not None)
+    if failed is not None:
+        raise failed
+    if any(failures):
+        raise CheckpointError(f"{folder}: saving this checkpoint failed on rank {failures.index(True)}")
 
 
 def record_files(folder: Path) -> Path:

@@ -9,13 +9,16 @@ names need no mapping: ours are Hugging Face's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 import tokenizer
@@ -30,6 +33,7 @@ __all__ = [
     "HFFormatError",
     "check_export",
     "check_export_path",
+    "check_weights",
     "hf_config",
     "is_our_export",
     "load_hf",
@@ -205,19 +209,46 @@ def load_hf(folder: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """The config and state dict of a Hugging Face StableLM folder, single-file or sharded safetensors."""
     folder = Path(folder)
     cfg = read_model_config(folder)
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-    elif (folder / "model.safetensors").is_file():
-        shards = ["model.safetensors"]
-    else:
-        raise HFFormatError(f"{folder}: neither model.safetensors nor model.safetensors.index.json")
     state_dict: dict[str, torch.Tensor] = {}
-    for shard in shards:
-        state_dict.update(load_file(folder / shard))
+    for path in _weight_files(folder):
+        with _weights_read(path):
+            state_dict.update(load_file(path))
     state_dict = {k: v for k, v in state_dict.items() if not k.endswith(IGNORED_SUFFIXES)}
     check_state_dict(state_dict, cfg, source=str(folder))
     return cfg, state_dict
+
+
+def check_weights(folder: Path) -> None:
+    """Raise HFFormatError unless every weight file of the export has a complete safetensors header and
+    is as long as that header says (what a truncated, empty or overwritten file fails). Reads headers only."""
+    for path in _weight_files(Path(folder)):
+        with _weights_read(path), safe_open(path, "pt"):
+            pass
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a single-file or sharded export."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise HFFormatError(f"{index}: not a safetensors index ({type(e).__name__}: {e})") from None
+        return [folder / shard for shard in sorted(shards)]
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    raise HFFormatError(f"{folder}: neither model.safetensors nor model.safetensors.index.json")
+
+
+@contextlib.contextmanager
+def _weights_read(path: Path) -> Iterator[None]:
+    """safetensors' own errors (and a file that cannot be read) as one HFFormatError naming the file."""
+    try:
+        yield
+    except SafetensorError as e:
+        raise HFFormatError(f"{path}: not a complete safetensors file ({e})") from None
+    except OSError as e:
+        raise HFFormatError(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
 def check_state_dict(

@@ -278,7 +278,7 @@ class Trainer:
             result.history.append(record)
             window.append(record)
             if not record.applied:
-                self._note_nonfinite(saved_step)
+                self._note_nonfinite()
             else:
                 self.nonfinite_in_row = 0
             if self.step % cfg.log.interval == 0:
@@ -328,7 +328,7 @@ class Trainer:
     def _loss(self, batch: torch.Tensor) -> torch.Tensor:
         return lm_loss(self.engine, batch, self.eot_id)
 
-    def _note_nonfinite(self, saved_step: int) -> None:
+    def _note_nonfinite(self) -> None:
         self.skipped_steps += 1
         self.nonfinite_in_row += 1
         in_row = self.nonfinite_in_row
@@ -336,8 +336,20 @@ class Trainer:
         if self.nonfinite_in_row >= self.cfg.max_nonfinite_in_row:
             raise NonFiniteLossError(
                 f"{self.nonfinite_in_row} steps in a row with non-finite gradients (up to step {self.step}); "
-                f"the last good checkpoint is step {saved_step} in {self.cfg.checkpoint.dir}"
+                + self._last_good_checkpoint()
             )
+
+    def _last_good_checkpoint(self) -> str:
+        """Where a rerun would resume from (`newest_complete`), not the step this run last saved: a run
+        that has not saved yet would name a step 0 that was never written."""
+        root = self.cfg.checkpoint.dir
+        try:
+            folder = from_rank0(lambda: checkpoint.newest_complete(root))
+        except checkpoint.CheckpointError:
+            folder = None
+        if folder is None:
+            return f"there is no complete checkpoint in {root} to go back to"
+        return f"the last good checkpoint is {folder}"
 
     def _timed(self, result: Result, kind: str, evaluate: Any) -> Any:
         """`evaluate()`, its seconds added to `result.seconds[kind]`, and the shares of wall time so far
