@@ -24,10 +24,12 @@ import yaml
 from starlette.testclient import TestClient
 
 import tokenizer
+from common.config import load
 from common.files import write_json, write_text
 from common.shards import Manifest, TokenizerInfo, read_manifest, write_manifest, write_shard
 from harness.server import running_server
 from harness.tiny_export import make_tiny_export
+from pipeline.config import DataConfig
 from training import checkpoint
 from training.config import TrainConfig
 from training.hf import load_hf
@@ -179,6 +181,16 @@ def make_checkpoint(export: Path, root: Path, fingerprint: str) -> Path:
     checkpoint.record_files(folder)
     write_text(root / checkpoint.LATEST, folder.name)
     return root
+
+
+@pytest.fixture(scope="session")
+def eval_documents(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The eval documents file of the sample's decontam tasks, as `make data` writes it before a run."""
+    from evaluation.documents import write_documents  # lm-eval takes seconds to import
+
+    path = tmp_path_factory.mktemp("eval") / "documents.jsonl"
+    write_documents(load(ROOT / "configs" / "data" / "sample.yaml", DataConfig).decontam.tasks, path)
+    return path
 
 
 @pytest.fixture(scope="module")

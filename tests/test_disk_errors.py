@@ -94,43 +94,47 @@ def test_disk_error_tells_each_way_a_full_or_read_only_disk_fails(tmp_path):
 # -- pipeline run and pack ----------------------------------------------------------------------------
 
 
-def pipeline(command: str, *settings: str) -> subprocess.CompletedProcess[str]:
-    sets = [arg for setting in settings for arg in ("--set", setting)]
+def pipeline(command: str, documents: Path, *settings: str) -> subprocess.CompletedProcess[str]:
+    """`python -m pipeline COMMAND` on the sample config with `documents` as its eval documents file."""
+    sets = [arg for setting in (f"decontam.documents={documents}", *settings) for arg in ("--set", setting)]
     return cli("pipeline", command, "configs/data/sample.yaml", *sets)
 
 
 @pytest.fixture(scope="module")
-def sample_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def sample_work(tmp_path_factory: pytest.TempPathFactory, eval_documents: Path) -> Path:
     """A finished sample run's work dir, for pack."""
     work = tmp_path_factory.mktemp("sample") / "work"
-    done = pipeline("run", f"work_dir={work}")
+    done = pipeline("run", eval_documents, f"work_dir={work}")
     assert done.returncode == 0, done.stderr
     return work
 
 
 @pytest.mark.slow
-def test_pipeline_run_on_a_full_disk_says_so_in_one_line(tmp_path):
+def test_pipeline_run_on_a_full_disk_says_so_in_one_line(tmp_path, eval_documents):
     # The sample's work dir takes about 5 MB.
     with tmpfs(tmp_path / "disk", "2m") as disk:
         work = disk / "work"
-        assert_one_line(pipeline("run", f"work_dir={work}"), disk, "no space left on device", alone=True)
+        assert_one_line(
+            pipeline("run", eval_documents, f"work_dir={work}"), disk, "no space left on device", alone=True
+        )
         assert not (work / "_SUCCESS.json").exists() and not (work / "report.md").exists()
 
 
 @pytest.mark.slow
-def test_pack_on_a_full_disk_says_so_in_one_line(sample_work, tmp_path):
+def test_pack_on_a_full_disk_says_so_in_one_line(sample_work, eval_documents, tmp_path):
     with tmpfs(tmp_path / "disk", "1m") as disk:
         out = disk / "shards"
-        done = pipeline("pack", f"work_dir={sample_work}", f"pack.out_dir={out}")
+        done = pipeline("pack", eval_documents, f"work_dir={sample_work}", f"pack.out_dir={out}")
         assert_one_line(done, disk, "no space left on device", alone=True)
         assert not (out / "manifest.json").exists()
 
 
 @pytest.mark.slow
-def test_pipeline_on_read_only_dirs_says_so_in_one_line(sample_work, tmp_path):
+def test_pipeline_on_read_only_dirs_says_so_in_one_line(sample_work, eval_documents, tmp_path):
     with tmpfs(tmp_path / "ro", "1m", read_only=True) as ro:
-        assert_one_line(pipeline("run", f"work_dir={ro / 'work'}"), ro / "work", "read-only", alone=True)
-        done = pipeline("pack", f"work_dir={sample_work}", f"pack.out_dir={ro / 'shards'}")
+        work = ro / "work"
+        assert_one_line(pipeline("run", eval_documents, f"work_dir={work}"), work, "read-only", alone=True)
+        done = pipeline("pack", eval_documents, f"work_dir={sample_work}", f"pack.out_dir={ro / 'shards'}")
         assert_one_line(done, ro / "shards", "read-only", alone=True)
 
 

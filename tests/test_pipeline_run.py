@@ -18,7 +18,6 @@ import pytest
 from conftest import ROOT, table_rows
 
 from common import config as configs
-from evaluation.documents import write_documents
 from harness.stages import run_in_process
 from pipeline.components import components
 from pipeline.config import DataConfig
@@ -44,14 +43,6 @@ def sample_config(work_dir: Path, eval_documents: Path | None = None, **override
         for name, src in cfg.sources.items()
     }
     return cfg.model_copy(update={"sources": sources})
-
-
-@pytest.fixture(scope="module")
-def eval_documents(tmp_path_factory) -> Path:
-    """The eval documents file of the sample's decontam tasks, as `make data` writes it."""
-    path = tmp_path_factory.mktemp("eval") / "documents.jsonl"
-    write_documents(configs.load(SAMPLE, DataConfig).decontam.tasks, path)
-    return path
 
 
 @pytest.fixture(scope="module")
