@@ -31,7 +31,6 @@ from serving.metrics import Metrics
 from serving.model_path import ModelError, export_to_serve
 from serving.padded_cache import PaddedCache, layer_states
 from serving.text import token_str
-from tokenizer import TextStream
 from training.hf import TRAINING_RUN, load_hf
 
 PROMPTS = [
@@ -433,30 +432,3 @@ def test_rows_that_leave_or_join_a_padded_cache_decode_as_if_alone(reference, en
     for keys, values in states:
         assert keys.shape == values.shape == (4, config.num_key_value_heads, kv.mask.shape[1], head_dim)
         assert kv.cache.get_seq_length() == kv.mask.shape[1]
-
-
-def test_text_stream_cuts_at_stop_strings_split_across_tokens(enc):
-    ids = enc.encode("alpha beta gamma delta")
-    stream = TextStream(enc, stop=["a gam", "zzz"])
-    pieces, stopped = [], False
-    for token in ids:
-        stopped = stream.add(token)
-        pieces.append(stream.take(final=stopped))
-        assert "a gam" not in "".join(pieces)
-        if stopped:
-            break
-    assert stopped and "".join(pieces) == "alpha bet"
-
-
-def test_text_stream_never_splits_a_character(enc):
-    text = "ok 🙂🙃 done"
-    ids = enc.encode(text)
-    with pytest.raises(UnicodeDecodeError):  # the premise: some token ends mid-character
-        enc.decode_bytes([ids[2]]).decode("utf-8")
-    stream = TextStream(enc, stop=[])
-    pieces = []
-    for token in ids:
-        stream.add(token)
-        pieces.append(stream.take(final=False))
-    pieces.append(stream.take(final=True))
-    assert "\ufffd" not in "".join(pieces) and "".join(pieces) == text

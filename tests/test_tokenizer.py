@@ -238,3 +238,33 @@ def test_cli_info_and_export(tmp_path):
     assert {"tokenizer.json", "tokenizer_config.json", tokenizer.RANKS_FILE} <= {
         p.name for p in (tmp_path / "tok").iterdir()
     }
+
+
+# -- the detokenizing stream (tokenizer.stream) -------------------------------------------------------
+
+
+def test_text_stream_cuts_at_stop_strings_split_across_tokens(enc):
+    ids = enc.encode("alpha beta gamma delta")
+    stream = tokenizer.TextStream(enc, stop=["a gam", "zzz"])
+    pieces, stopped = [], False
+    for token in ids:
+        stopped = stream.add(token)
+        pieces.append(stream.take(final=stopped))
+        assert "a gam" not in "".join(pieces)
+        if stopped:
+            break
+    assert stopped and "".join(pieces) == "alpha bet"
+
+
+def test_text_stream_never_splits_a_character(enc):
+    text = "ok 🙂🙃 done"
+    ids = enc.encode(text)
+    with pytest.raises(UnicodeDecodeError):  # the premise: some token ends mid-character
+        enc.decode_bytes([ids[2]]).decode("utf-8")
+    stream = tokenizer.TextStream(enc, stop=[])
+    pieces = []
+    for token in ids:
+        stream.add(token)
+        pieces.append(stream.take(final=False))
+    pieces.append(stream.take(final=True))
+    assert "\ufffd" not in "".join(pieces) and "".join(pieces) == text
