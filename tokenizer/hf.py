@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
 from common.files import write_bytes
+from tokenizer.chat import CHAT_TEMPLATE
 from tokenizer.core import EOT_ID, PAT_STR, RANKS_FILE, Arcade100k
 
 MODEL_MAX_LENGTH = 4096
@@ -50,6 +51,7 @@ def to_hf(enc: Arcade100k) -> PreTrainedTokenizerFast:
         unk_token=eot,
         model_max_length=MODEL_MAX_LENGTH,
         clean_up_tokenization_spaces=False,
+        chat_template=CHAT_TEMPLATE,
     )
 
 
@@ -59,7 +61,8 @@ def export_hf(enc: Arcade100k, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:  # the system's: a killed export leaves nothing in `folder`
-        to_hf(enc).save_pretrained(tmp)
+        # The template goes in tokenizer_config.json (not chat_template.jinja), where every reader looks.
+        to_hf(enc).save_pretrained(tmp, save_jinja_files=False)
         enc.save(Path(tmp) / RANKS_FILE)
         for path in sorted(Path(tmp).iterdir()):
             if path.is_file():
