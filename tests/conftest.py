@@ -1,7 +1,7 @@
 """Fixtures and helpers that several test files share: the tokenizer, a local Ray per test module, the
 micro training setup (shards of this repository's own source, the micro model's config, an MLflow
-store, a checkpoint holding an export), the tiny serving export and its server, and the pipeline's
-outputs read back.
+store, a checkpoint holding an export), a local S3 endpoint and a bucket on it, the tiny serving export
+and its server, and the pipeline's outputs read back.
 
 Test files import the helpers (`from conftest import ...`); pytest hands out the fixtures.
 """
@@ -27,6 +27,7 @@ import tokenizer
 from common.config import load
 from common.files import write_json, write_text
 from common.shards import Manifest, TokenizerInfo, read_manifest, write_manifest, write_shard
+from harness.s3 import running_s3
 from harness.server import running_server
 from harness.tiny_export import make_tiny_export
 from pipeline.config import DataConfig
@@ -206,6 +207,31 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         yield uri
+
+
+# -- object storage: a local S3 endpoint over HTTP ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[dict[str, str]]:
+    """moto's S3 server for the whole session (harness.s3); tests reach it through `s3_bucket`."""
+    with running_s3() as env:
+        yield env
+
+
+@pytest.fixture
+def s3_bucket(
+    s3_server: dict[str, str], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> str:
+    """A new empty bucket, its `s3://` URL; the test (and every process it starts) sees the endpoint and
+    credentials in its environment, as a node configured for S3 would."""
+    import boto3
+
+    for key, value in s3_server.items():
+        monkeypatch.setenv(key, value)
+    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
+    boto3.client("s3").create_bucket(Bucket=name)
+    return f"s3://{name}"
 
 
 # -- serving: the tiny export and the real server on it ---------------------------------------------
