@@ -28,6 +28,7 @@ __all__ = [
     "atomic_write",
     "check_output_folder",
     "disk_error",
+    "error_chain",
     "is_temporary",
     "publish",
     "publish_folder",
@@ -162,7 +163,7 @@ def disk_error(error: BaseException, path: str | Path) -> str | None:
     """The one line telling that `error` is a full disk or a path that cannot be written, with the
     free space there, or None when it is something else. `error` may wrap the OSError (as a cause,
     a context, or a Ray task error's `cause`); the line names the file the OSError names, else `path`."""
-    chain = _causes(error)
+    chain = error_chain(error)
     for e in chain:
         if isinstance(e, OSError) and (e.errno in _FULL or e.errno in _NOT_WRITABLE):
             where = Path(e.filename) if e.filename else Path(path)
@@ -177,8 +178,8 @@ def disk_error(error: BaseException, path: str | Path) -> str | None:
     return None
 
 
-def _causes(error: BaseException) -> list[BaseException]:
-    """`error` and what it wraps, each once."""
+def error_chain(error: BaseException) -> list[BaseException]:
+    """`error` and what it wraps (its cause, its context, a Ray task error's `cause`), each once."""
     chain: list[BaseException] = []
     todo: list[object] = [error]
     while todo:

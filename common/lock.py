@@ -6,10 +6,16 @@ is refused with one line naming the first. Where the filesystem has no flock (so
 filesystems), creating the file with O_EXCL is the lock, and a holder that died without releasing it
 is known by its pid being gone on the same host. Either way a lock file left by a dead holder is taken
 over with a message, and a released lock leaves no file behind.
+
+Object storage has no flock and no rename: there the lock is an object `<url>/.lock` holding the same
+record, created with a conditional put that fails when it exists (`ObjectLock`). A holder that died
+without deleting it is known only on its own host (its pid gone); a lock object left on another host's
+behalf refuses every job until it is deleted by hand, and the message names the object to delete.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import errno
 import fcntl
@@ -22,8 +28,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
-__all__ = ["LOCK_FILE", "DirectoryLock", "Holder", "LockError"]
+from common.objectstore import filesystem, join
+
+__all__ = ["LOCK_FILE", "DirectoryLock", "Holder", "LockError", "ObjectLock"]
 
 LOCK_FILE = ".lock"
 # What flock raises where the filesystem does not support it.
@@ -64,7 +73,26 @@ class Holder:
         return False
 
 
-class DirectoryLock:
+class _Lock(abc.ABC):
+    """A lock held for a `with` block: `acquire` on entry, `release` on exit, error or not."""
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    @abc.abstractmethod
+    def acquire(self) -> None: ...
+
+    @abc.abstractmethod
+    def release(self) -> None: ...
+
+
+class DirectoryLock(_Lock):
     """The exclusive lock of `folder` (created if missing); `acquire` raises LockError while another
     job holds it. A context manager, or `acquire()` and `release()` for a lock held across calls."""
 
@@ -73,15 +101,6 @@ class DirectoryLock:
         self.path = self.folder / LOCK_FILE
         self._fd: int | None = None
         self._made_folder = False
-
-    def __enter__(self) -> DirectoryLock:
-        self.acquire()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
 
     def acquire(self) -> None:
         self._made_folder = not self.folder.exists()
@@ -156,6 +175,53 @@ class DirectoryLock:
         return LockError(f"{self.folder} is in use by another job ({who}); wait for it to end or stop it")
 
 
+class ObjectLock(_Lock):
+    """The exclusive lock of the object-storage folder `url`: the object `<url>/.lock`, created only if
+    absent (S3's conditional put, If-None-Match); `acquire` raises LockError while another job holds
+    it. A context manager, like `DirectoryLock`."""
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self.path = join(self.url, LOCK_FILE)
+        self._fs, self._key = filesystem(self.path)
+        self._held = False
+
+    def acquire(self) -> None:
+        record = (json.dumps(asdict(Holder.this_process())) + "\n").encode()
+        while True:
+            try:
+                self._fs.pipe_file(self._key, record, mode="create")
+                break
+            except FileExistsError:
+                pass
+            try:
+                holder = self._holder()
+            except FileNotFoundError:
+                continue  # released meanwhile
+            if holder is None or not holder.is_dead():
+                who = str(holder) if holder is not None else "holder unknown: the lock object is unreadable"
+                raise LockError(
+                    f"{self.url} is in use by another job ({who}); wait for it to end or stop it, or, if it"
+                    f" is gone, delete {self.path}"
+                )
+            _warn_taken_over(self.path, holder)
+            self._fs.rm_file(self._key)
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._fs.rm_file(self._key)
+            self._held = False
+
+    def _holder(self) -> Holder | None:
+        """The holder the lock object records; None when it is unreadable."""
+        data = self._fs.cat_file(self._key)
+        try:
+            return Holder(**json.loads(data))
+        except (ValueError, TypeError):
+            return None
+
+
 def _command() -> str:
     """This process's command line as started (`python -m pipeline run ...`: sys.argv loses the `-m`)."""
     try:
@@ -165,7 +231,7 @@ def _command() -> str:
     return shlex.join(args)
 
 
-def _warn_taken_over(path: Path, holder: Holder) -> None:
+def _warn_taken_over(path: str | Path, holder: Holder) -> None:
     print(
         f"warning: {path}: taking over the lock of a job that ended without releasing it ({holder})",
         file=sys.stderr,

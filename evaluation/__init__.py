@@ -1,9 +1,10 @@
 """Evaluation with lm-evaluation-harness on any export or training checkpoint (`python -m evaluation`).
 
 `evaluation.adapter` registers this project's model with lm-eval as `stablelm2`; `evaluation.tasks`
-finds lm-eval's tasks and the bundled ones (configs/eval/tasks, written by data/eval/make.py);
-`evaluation.run` runs them and records the results (results.json, MLflow); `evaluation.in_loop` runs
-them inside training.
+finds lm-eval's tasks, the bundled ones (configs/eval/tasks, written by data/eval/make.py) and the
+user's own (`--include-path`); `evaluation.run` runs them and records the results (results.json, with
+`--log-samples` the per-sample records of `evaluation.samples`, MLflow); `evaluation.in_loop` runs them
+inside training.
 
 Evaluation never downloads: a data set comes from the local Hugging Face cache or the repository, so
 that scores never depend on what the Hub serves that day and a missing data set fails at once, named

@@ -2,14 +2,17 @@
 
     python -m evaluation run --model PATH (--tasks A,B | --suite NAME) [--num-fewshot N] [--limit N]
                              [--batch-size N] [--dtype float32|bfloat16|float16|auto] [--device D]
-                             [--output DIR]
+                             [--output DIR] [--include-path DIR ...] [--log-samples]
+                             [--apply-chat-template] [--system-instruction TEXT]
     python -m evaluation documents (--tasks A,B --out FILE | --data-config CONFIG)
 
 `--tasks` takes lm-eval task, group or tag names (the bundled ones: stablelm2_cloze, stablelm2_gen);
 `--suite` a suite of tasks with their shot counts (configs/eval/<name>.yaml: `bundled`, `card`) or a
-suite file. Prints the results table, writes DIR/results.json (default runs/eval/<model folder name>)
-and logs an MLflow run in experiment `eval`. DIR is absent, empty or an earlier run's output (its
-results.json is replaced); a file or a folder holding anything else is refused before any work.
+suite file; `--include-path` adds folders of the user's own task YAMLs. Prints the results table, writes
+DIR/results.json (default runs/eval/<model folder name>), with --log-samples each task's per-document
+records as DIR/samples_<task>.jsonl, and logs an MLflow run in experiment `eval`. DIR is absent, empty
+or an earlier run's output (its files are replaced); a file or a folder holding anything else is
+refused before any work.
 Nothing is downloaded: data sets come from the local Hugging Face cache or the repository.
 """
 
@@ -50,6 +53,25 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="where results.json goes (default runs/eval/<model name>); not a folder of other files",
     )
+    run.add_argument(
+        "--include-path",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="a folder of your own lm-eval task YAMLs (repeatable); a suite's include_path adds to these",
+    )
+    run.add_argument(
+        "--log-samples",
+        action="store_true",
+        help="write each task's per-document records: DIR/samples_<task>.jsonl",
+    )
+    run.add_argument(
+        "--apply-chat-template",
+        action="store_true",
+        help="format prompts with the export's chat template (its tokenizer_config.json)",
+    )
+    run.add_argument("--system-instruction", metavar="TEXT", help="a system message before every prompt")
     documents = commands.add_parser(
         "documents", help="write the eval documents file that the data job decontaminates against"
     )
@@ -74,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
     output = args.output or Path("runs") / "eval" / args.model.resolve().name
     try:
-        names = [] if args.suite else [name.strip() for name in args.tasks.split(",") if name.strip()]
-        shots = load_suite(args.suite).tasks if args.suite else dict.fromkeys(names)
+        suite = load_suite(args.suite) if args.suite else None
+        names = [] if suite else [name.strip() for name in args.tasks.split(",") if name.strip()]
+        shots = suite.tasks if suite else dict.fromkeys(names)
         limit = int(args.limit) if args.limit is not None and args.limit >= 1 else args.limit
         done = evaluate(
             args.model,
@@ -86,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             dtype=args.dtype,
             device=args.device,
+            include_paths=[*args.include_path, *(suite.include_path if suite else [])],
+            log_samples=args.log_samples,
+            apply_chat_template=args.apply_chat_template,
+            system_instruction=args.system_instruction,
         )
     except (ConfigError, NotAModelError, TokenizerMismatchError, MissingDataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

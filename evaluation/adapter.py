@@ -14,10 +14,14 @@ where `hf` computes them for every position of every row (`bench.eval` measures 
 
 Generation is greedy with a KV cache (`evaluation.generation`) on transformers' StableLmForCausalLM
 sharing this model's weights; sampling (`do_sample: true`) is refused.
+
+lm-eval's `--apply_chat_template` (and `--system_instruction`) work on an export that ships a chat
+template: prompts are rendered by its Hugging Face tokenizer's `apply_chat_template`, as `hf` renders them.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, get_args
 
@@ -29,12 +33,12 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
-from transformers import StableLmForCausalLM
+from transformers import PreTrainedTokenizerBase, StableLmForCausalLM
 
 import tokenizer
 from common.precision import Dtype, pick_device, pick_dtype
 from evaluation.generation import greedy_generate
-from evaluation.loading import build_models, load_evaluated
+from evaluation.loading import build_models, chat_tokenizer, load_evaluated
 from training.model import StableLM
 
 __all__ = ["StableLM2"]
@@ -101,6 +105,33 @@ class StableLM2(TemplateLM):
             "model_device": str(self._device),
             **self.trained.provenance.tags(),
         }
+
+    # ---- chat -------------------------------------------------------------------------------------
+
+    @property
+    def tokenizer_name(self) -> str:
+        """What lm-eval fingerprints its request cache with when prompts are chat-formatted (as `hf`)."""
+        return str(self.trained.path).replace("/", "__")
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        """The export's chat template when one is asked for (lm-eval records it with the results)."""
+        return self._chat_tokenizer.chat_template if chat_template else None
+
+    def apply_chat_template(
+        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        """The messages as one prompt in the export's chat format; without the generation prompt, the
+        last (assistant) message is left open for the continuation, as `hf` renders it."""
+        return self._chat_tokenizer.apply_chat_template(
+            chat_history,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
+        )
+
+    @functools.cached_property
+    def _chat_tokenizer(self) -> PreTrainedTokenizerBase:
+        return chat_tokenizer(self.trained.path)
 
     # ---- loglikelihood -------------------------------------------------------------------------
 

@@ -78,9 +78,10 @@ class InLoopTasks:
     (`training.task_evaluator`), which finds it through this project's entry points (pyproject.toml)."""
 
     def __init__(self, suite: str, limit: int | None, batch_size: int):
-        shots = load_suite(suite).tasks
+        spec = load_suite(suite)
+        shots = spec.tasks
         self.names = list(shots)
-        self.manager = task_manager(shots)
+        self.manager = task_manager(shots, spec.include_path)
         self.loaded = self.manager.load(load_tasks(self.manager, shots))
         for task in self.loaded["tasks"].values():
             if task.get_config("num_fewshot") is None:  # as simple_evaluate: 0 where the task sets none

@@ -3,7 +3,9 @@ tokenizer it is scored with; and the two models lm-eval's requests run on, built
 
 An export brings its own tokenizer files (`serving.loading.load_tokenizer`); a checkpoint is scored with
 Arcade100k, and one whose trainer state names another tokenizer fingerprint is refused, since its scores
-would mean nothing. The provenance names that tokenizer either way.
+would mean nothing. The provenance names that tokenizer either way. An export also brings its chat
+template (in `tokenizer_config.json`, as `tokenizer.hf.export_hf` writes it), which lm-eval's
+`--apply_chat_template` formats prompts with; a checkpoint has none.
 """
 
 from __future__ import annotations
@@ -12,16 +14,25 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from transformers import StableLmConfig, StableLmForCausalLM
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, StableLmConfig, StableLmForCausalLM
 from transformers.models.stablelm.modeling_stablelm import StableLmRotaryEmbedding
 
 import tokenizer
+from common.files import read_json
 from serving.loading import load_tokenizer
+from tokenizer.hf import TOKENIZER_CONFIG
 from training.hf import hf_config
 from training.model import ModelConfig, StableLM
-from training.trained import StateDict, TrainedModel, load_trained
+from training.trained import StateDict, TrainedModel, find_trained, load_trained
 
-__all__ = ["TokenizerMismatchError", "build_models", "generator_for", "load_evaluated"]
+__all__ = [
+    "TokenizerMismatchError",
+    "build_models",
+    "chat_tokenizer",
+    "check_chat_template",
+    "generator_for",
+    "load_evaluated",
+]
 
 
 class TokenizerMismatchError(ValueError):
@@ -44,6 +55,25 @@ def load_evaluated(path: str | Path) -> tuple[TrainedModel, tokenizer.Arcade100k
             )
     provenance = replace(model.provenance, tokenizer_fingerprint=enc.fingerprint)
     return replace(model, provenance=provenance), enc, state_dict
+
+
+def check_chat_template(path: str | Path) -> Path:
+    """The export folder of the model at `path` when it has a chat template; ValueError naming the model
+    otherwise (a checkpoint, or an export without one). Reads no weights."""
+    kind, folder = find_trained(Path(path))
+    config = folder / TOKENIZER_CONFIG
+    if kind != "export" or not config.is_file() or not read_json(config).get("chat_template"):
+        raise ValueError(
+            f"{path} has no chat template (the `chat_template` of an export's {TOKENIZER_CONFIG}) "
+            "to apply; evaluate an export of it, or leave out --apply-chat-template"
+        )
+    return folder
+
+
+def chat_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """The Hugging Face tokenizer of the export at `path`, whose `apply_chat_template` renders its chat
+    template as lm-eval's `hf` model renders one; ValueError as `check_chat_template`."""
+    return AutoTokenizer.from_pretrained(check_chat_template(path))
 
 
 def build_models(

@@ -1,5 +1,6 @@
-"""Which lm-eval tasks to run: lm-eval's own and the bundled ones (configs/eval/tasks), by name or as a
-suite (configs/eval/<name>.yaml: task names with their shot counts).
+"""Which lm-eval tasks to run: lm-eval's own, the bundled ones (configs/eval/tasks) and the user's own
+(task YAMLs in include folders, as lm-eval's `--include_path` reads them), by name or as a suite
+(configs/eval/<name>.yaml: task names with their shot counts, and the include folders they need).
 
 Data are never downloaded (the package sets HF_DATASETS_OFFLINE and HF_HUB_OFFLINE): a task whose data set
 is not in the local Hugging Face cache fails to load, and `load_tasks` names every such data set at
@@ -9,7 +10,7 @@ once, before any model is loaded.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -43,24 +44,32 @@ class MissingDataError(RuntimeError):
 
 
 class Suite(Config):
-    """A named set of tasks: lm-eval task, group or tag name -> few-shot examples (null: the task's own)."""
+    """A named set of tasks: lm-eval task, group or tag name -> few-shot examples (null: the task's own),
+    and the folders of task YAMLs (the user's own) that some of those names live in."""
 
     description: str = ""
     tasks: dict[str, Annotated[int, Field(ge=0)] | None]
+    # Folders of task YAMLs besides lm-eval's and the bundled ones; relative to the suite file.
+    include_path: list[Path] = []
 
 
 def load_suite(name: str) -> Suite:
-    """configs/eval/<name>.yaml, or the YAML file `name` is a path to."""
+    """configs/eval/<name>.yaml, or the YAML file `name` is a path to; its include folders made absolute."""
     path = Path(name) if name.endswith((".yaml", ".yml")) else SUITES_DIR / f"{name}.yaml"
-    return load(path, Suite)
+    suite = load(path, Suite)
+    return suite.model_copy(update={"include_path": [path.parent / p for p in suite.include_path]})
 
 
-def task_manager(names: Iterable[str]) -> TaskManager:
-    """lm-eval's task index over the bundled tasks, and over lm-eval's own only when a name needs them
-    (indexing its ~15,000 YAML files takes ~10 s)."""
-    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+def task_manager(names: Iterable[str], include_paths: Sequence[str | Path] = ()) -> TaskManager:
+    """lm-eval's task index over the bundled tasks and the folders `include_paths`, and over lm-eval's
+    own only when a name needs them (indexing its ~15,000 YAML files takes ~10 s). ValueError for an
+    include folder that is not one."""
+    if missing := [str(p) for p in include_paths if not Path(p).is_dir()]:
+        raise ValueError(f"include path {', '.join(missing)}: no such folder")
+    folders = [str(TASKS_DIR), *map(str, include_paths)]
+    manager = TaskManager(include_path=folders, include_defaults=False)
     if not all(name in manager.task_index for name in names):
-        manager = TaskManager(include_path=str(TASKS_DIR))
+        manager = TaskManager(include_path=folders)
     _pin_bundled_data(manager)
     return manager
 
@@ -89,7 +98,11 @@ def load_tasks(manager: TaskManager, shots: Mapping[str, int | None]) -> list[Ta
             for name in manager.all_groups
             if (path := manager.task_index[name].yaml_path) is not None and path.is_relative_to(TASKS_DIR)
         ]
-        raise ValueError(f"unknown task {', '.join(unknown)} (bundled groups: {', '.join(bundled)})")
+        folders = ", ".join(map(str, manager.include_path))
+        raise ValueError(
+            f"unknown task {', '.join(unknown)} (not among lm-eval's tasks nor in {folders}; "
+            f"bundled groups: {', '.join(bundled)})"
+        )
     built: list[Task | Group] = []
     missing: list[str] = []
     for name, num_fewshot in shots.items():

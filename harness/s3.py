@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from common.net import free_port
+from harness.processes import stop
 
 __all__ = ["running_s3"]
 
@@ -52,12 +53,7 @@ def running_s3(timeout: float = 30) -> Iterator[dict[str, str]]:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _answers(url: str) -> bool:

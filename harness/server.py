@@ -15,6 +15,7 @@ from typing import IO
 import httpx
 
 from common.net import free_port
+from harness.processes import stop
 
 __all__ = ["running_server"]
 
@@ -51,8 +52,7 @@ def running_server(
             time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop(proc, timeout=60)
 
 
 def _healthy(url: str) -> bool:

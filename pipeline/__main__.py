@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from common.config import ConfigError, add_overrides_argument, load, parse_overrides
 from common.files import disk_error
 from common.lock import LockError
+from common.objectstore import is_url, storage_error
 from pipeline.config import DataConfig
 
 DEFAULT_CONFIG = "configs/data/sample.yaml"
@@ -31,11 +32,12 @@ def _load(path: str, overrides: list[str]) -> DataConfig:
 @contextlib.contextmanager
 def _disk_errors_told(path: str) -> Iterator[None]:
     """Exit with one line when a full disk or a path that cannot be written stops the job writing to
-    `path` (in a Ray worker or here); let any other error through."""
+    `path` (in a Ray worker or here), or the object store at `path` when it is a URL (credentials, the
+    bucket, permissions); let any other error through."""
     try:
         yield
     except Exception as e:
-        if (line := disk_error(e, path)) is None:
+        if (line := (storage_error(e, path) if is_url(path) else None) or disk_error(e, path)) is None:
             raise
         sys.exit(line)
 
@@ -44,12 +46,16 @@ def cmd_run(args: argparse.Namespace) -> None:
     cfg = _load(args.config, args.set)
     from pipeline.inputs import InputError
     from pipeline.run import run
+    from pipeline.sources import SourceUnreachable
 
     try:
         with _disk_errors_told(cfg.work_dir):
             run(cfg, verbose=args.verbose)
     except (InputError, LockError) as e:
         sys.exit(f"error: {e}")
+    except SourceUnreachable as e:
+        # Ray hands the driver the task's error as its `cause`, with Ray's advice on retries appended.
+        sys.exit(str(getattr(e, "cause", e)).splitlines()[0])
 
 
 def cmd_explain(args: argparse.Namespace) -> None:

@@ -4,6 +4,11 @@ Output is quiet by default: Ray's startup lines, Ray Data's INFO lines and progr
 session's log files (`<session>/logs`), and each stage prints one progress line (`pipeline.stage`);
 `verbose` brings Ray's own output back.
 
+In the dashboard, a job started here is named on the Jobs page (`job_name` in its metadata, with the
+data sources, work dir, shards folder and config hash it runs: `job_metadata`), and its tasks carry
+their stage's name: `Map(<stage>)` for a stage's Ray Data tasks (`pipeline.stage`), `pack encode` and
+`pack windows` for the pack job's (`pipeline.pack_job`).
+
 A local Ray outlives a driver killed with SIGKILL: its agents (DashboardAgent, RuntimeEnvAgent) and at
 times its raylet keep running. Each local start therefore records its driver in SESSIONS first, and
 stops the processes of the sessions that the dead recorded drivers started. Only sessions that this
@@ -21,12 +26,18 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import ray
 
+from common.config import fingerprint
 from common.files import read_json, write_json
+
+if TYPE_CHECKING:
+    from pipeline.config import DataConfig
 
 # One record per driver that started a local Ray: {"driver": pid, "started": its start time}.
 SESSIONS = Path(tempfile.gettempdir()) / f"stablelm2-pipeline-ray-{os.getuid()}"
@@ -42,8 +53,9 @@ TASK_ABORT_LOGGER = "ray.data._internal.execution.streaming_executor_state"
 STOP_GRACE_S = 3.0
 
 
-def start_ray(verbose: bool = False) -> None:
-    """Connect (once per process) and print where the dashboard is and how to get in."""
+def start_ray(verbose: bool = False, job: Mapping[str, str] | None = None) -> None:
+    """Connect (once per process) and print where the dashboard is and how to get in; `job` is the
+    metadata the dashboard shows for this job (`job_metadata`)."""
     if ray.is_initialized():
         return
     _configure_output(verbose)
@@ -52,12 +64,28 @@ def start_ray(verbose: bool = False) -> None:
         stop_stale_sessions()
         _record_driver()
     context = ray.init(
-        address=address, log_to_driver=False, logging_level=logging.INFO if verbose else logging.WARNING
+        address=address,
+        log_to_driver=False,
+        logging_level=logging.INFO if verbose else logging.WARNING,
+        job_config=ray.job_config.JobConfig(metadata=dict(job or {})),
     )
     url = context.dashboard_url
     print(f"Ray dashboard: http://{url}" if url else "Ray dashboard: not running", flush=True)
     if url:
         print(f"  {dashboard_access()}", flush=True)
+
+
+def job_metadata(command: str, cfg: DataConfig) -> dict[str, str]:
+    """The dashboard's record of a `python -m pipeline COMMAND` job: its name on the Jobs page (the
+    page reads `job_name`), and the config it runs."""
+    return {
+        "job_name": f"pipeline {command}",
+        "stage": command,
+        "sources": ",".join(cfg.sources),
+        "work_dir": cfg.work_dir,
+        "out_dir": cfg.pack.out_dir,
+        "config_sha256": fingerprint(cfg),
+    }
 
 
 def _configure_output(verbose: bool) -> None:

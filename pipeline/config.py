@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from common.config import Config
+from common.objectstore import is_url
 
 # A fraction of a document's lines, paragraphs, words or characters.
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -192,6 +193,7 @@ class PackConfig(Config):
     # finished); the manifest's `tokenizer` records the engine, its version and the rate checked.
     engine: Literal["auto", "tiktoken", "fastokens"] = Field("auto", exclude=True)
     verify_rate: float = Field(0.01, ge=0.0, le=1.0, exclude=True)
+    # A local folder or an object-storage URL (`s3://bucket/prefix`: packed in the work dir, then uploaded).
     out_dir: str = "data/shards/sample"
 
 
@@ -208,6 +210,16 @@ class DataConfig(Config):
     total_tokens: int | None = Field(None, gt=0)
     write_rejects: bool = True
     pack: PackConfig = PackConfig()
+
+    @field_validator("work_dir")
+    @classmethod
+    def _local_work_dir(cls, value: str) -> str:
+        if is_url(value):
+            raise ValueError(
+                "work_dir must be a local folder for now; sources (`paths`) and `pack.out_dir` may be"
+                " object-storage URLs"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_mixing_mode(self) -> DataConfig:

@@ -4,7 +4,9 @@ Each split is one job of Ray tasks in two steps: encode tasks (`encode.Encode`) 
 row group and hand each document to the pack task of its shuffle window (chosen by its seeded key);
 pack tasks (`window_packing.pack_windows`) pack each of their windows into shards under `<out>/.parts/`. A
 finished window is skipped by a re-run. When every window is done the shards are renamed to their
-global names and `manifest.json` is written last, so a folder with a manifest is complete.
+global names and `manifest.json` is written last, so a folder with a manifest is complete. An out_dir
+in object storage is packed into the work dir's `staged_shards` folder, then uploaded, manifest last
+(`pipeline.shard_upload`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import ray
 import tokenizer
 from common.config import fingerprint
 from common.files import check_output_folder, publish, read_json, remove_temporaries, write_json
-from common.lock import LOCK_FILE, DirectoryLock
+from common.lock import LOCK_FILE, DirectoryLock, ObjectLock
+from common.objectstore import is_url
 from common.shards import (
     MANIFEST,
     Manifest,
@@ -35,7 +38,7 @@ from common.shards import (
     shard_name,
     write_manifest,
 )
-from pipeline.cluster import start_ray
+from pipeline.cluster import job_metadata, start_ray
 from pipeline.config import DataConfig
 from pipeline.encode import (
     Encode,
@@ -46,6 +49,7 @@ from pipeline.encode import (
     tokenizer_info,
 )
 from pipeline.mix import shares, target_shares
+from pipeline.shard_upload import check_remote_output, upload
 from pipeline.sources import READERS
 from pipeline.stage import Progress
 from pipeline.track import log_data_run, summary
@@ -86,14 +90,28 @@ def pack(cfg: DataConfig, verbose: bool = False) -> tuple[Manifest, bool]:
     `verbose` shows Ray's own output besides the progress lines (`pipeline.cluster`). Holds the lock of
     `<out_dir>` throughout: another job in it raises LockError before anything is touched. An out_dir
     that holds anything but an earlier pack's output is refused (OutputPathError), before the lock.
+    An out_dir URL is packed into `staged_shards` of the work dir (locked too), then uploaded.
     """
+    if is_url(cfg.pack.out_dir):
+        return _pack_to_store(cfg, verbose)
     check_output_folder(cfg.pack.out_dir, is_pack_output, "shards that `pipeline pack` wrote")
     with DirectoryLock(cfg.pack.out_dir):
-        return _pack_locked(cfg, verbose)
+        return _pack_locked(cfg, Path(cfg.pack.out_dir), verbose)
 
 
-def _pack_locked(cfg: DataConfig, verbose: bool) -> tuple[Manifest, bool]:
-    work, out = WorkDir(cfg.work_dir), Path(cfg.pack.out_dir)
+def _pack_to_store(cfg: DataConfig, verbose: bool) -> tuple[Manifest, bool]:
+    staged = WorkDir(cfg.work_dir).staged_shards
+    check_remote_output(cfg.pack.out_dir)
+    check_output_folder(staged, is_pack_output, "shards that `pipeline pack` wrote")
+    with ObjectLock(cfg.pack.out_dir), DirectoryLock(staged):
+        manifest, skipped = _pack_locked(cfg, staged, verbose)
+        put = upload(staged, cfg.pack.out_dir)
+    print(f"[pack] {cfg.pack.out_dir}: {put} objects put (the manifest last)", flush=True)
+    return manifest, skipped and not put
+
+
+def _pack_locked(cfg: DataConfig, out: Path, verbose: bool) -> tuple[Manifest, bool]:
+    work = WorkDir(cfg.work_dir)
     stats = read_json(work.stats_json) if work.stats_json.is_file() else {}
     valid, valid_skipped = None, True
     if work.valid_dir.is_dir() and _count_docs(sorted(work.valid_dir.rglob("*.parquet"))):
@@ -173,7 +191,8 @@ def pack_split(
         done = finished_windows(parts, n_windows)
         skip = set(done) | {w for w in range(n_windows) if w % rounds != r}
         if len(skip) < n_windows:
-            start_ray(verbose)  # only when there is work: a complete folder is checked without Ray
+            # Only when there is work: a complete folder is checked without Ray.
+            start_ray(verbose, job_metadata("pack", cfg))
             name = label + (f" round {r + 1}/{rounds}" if rounds > 1 else "")
             progress = Progress(name, n_windows - len(skip), "windows")
             try:
@@ -265,8 +284,9 @@ def files_by_source(files: list[Path]) -> dict[str, list[Path]]:
 
 
 # The tasks' functions live in light modules: a worker imports those, not this one (MLflow, seconds).
-_encode = ray.remote(num_cpus=1)(encode_row_groups)
-_pack = ray.remote(num_cpus=1)(pack_windows)
+# Named for the dashboard's task list.
+_encode = ray.remote(num_cpus=1, name="pack encode")(encode_row_groups)
+_pack = ray.remote(num_cpus=1, name="pack windows")(pack_windows)
 
 
 def run_windows(
@@ -425,7 +445,9 @@ def mixture(sources: SourceCounts, targets: dict[str, float] | None) -> dict[str
 def pack_job(cfg: DataConfig, verbose: bool = False) -> Manifest:
     """`python -m pipeline pack`: pack on Ray, log the MLflow run, print a summary."""
     manifest, skipped = pack(cfg, verbose)
-    out, work = Path(cfg.pack.out_dir), WorkDir(cfg.work_dir)
+    work = WorkDir(cfg.work_dir)
+    # What was uploaded is the staged copy, byte for byte: the run records and summarizes that.
+    out = work.staged_shards if is_url(cfg.pack.out_dir) else Path(cfg.pack.out_dir)
     valid = read_manifest(out / manifest.valid) if manifest.valid else None
     digest = manifest_hash(out)
     artifacts = [work.stats_json, work.report_png, work.report_md]

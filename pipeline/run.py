@@ -12,7 +12,7 @@ from pathlib import Path
 
 from common.files import remove_temporaries, write_json
 from common.lock import DirectoryLock
-from pipeline.cluster import start_ray
+from pipeline.cluster import job_metadata, start_ray
 from pipeline.components import component_partitions, components
 from pipeline.config import DataConfig
 from pipeline.decontam import DECONTAM, decontam_stage, drop_stale, eval_ngrams
@@ -45,7 +45,7 @@ def _run_locked(cfg: DataConfig, verbose: bool) -> Path:
     ngrams = eval_ngrams(cfg.decontam)
     for m in plan.missing:
         print(f"[plan] warning: {m['source']}: {m['path']}: {m['reason']}", flush=True)
-    start_ray(verbose)
+    start_ray(verbose, job_metadata("run", cfg))
     parts, pids = plan.partitions, [p.pid for p in plan.partitions]
     listed = {p.source for p in parts}
 

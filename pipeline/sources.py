@@ -7,6 +7,9 @@ be read (a corrupt page) is one `BadRow` standing for its rows from where it bro
 group and the rows; the next group is read. A file that cannot be opened or breaks part-way ends with
 one `BadRow(FILE, ...)` after the rows read before the break: `truncated file` when it was cut short
 (a compressed frame or the parquet footer is missing), `unreadable file` otherwise.
+
+A file is read as it is parsed, never fetched whole first: an object-storage URL (`s3://...`) is read
+in ranged requests of `READ_BLOCK` bytes, and a parquet file's footer and then one row group at a time.
 """
 
 from __future__ import annotations
@@ -26,9 +29,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
+from common.objectstore import filesystem, is_url, storage_error
 from pipeline.config import ExcludeRule, SourceConfig
 
 PARQUET_BATCH_ROWS = 1024
+# Bytes of an object fetched per ranged request (and read ahead of the parser): large enough for the
+# store's throughput, small enough that the first rows never wait for a whole object.
+READ_BLOCK = 8 << 20
 PARQUET_MAGIC = b"PAR1"
 # Compressed bytes handed to a decompressor at a time (bounds what one call expands to), and the size
 # of the buffer lines are cut from.
@@ -104,23 +111,52 @@ def expand_paths(patterns: list[str]) -> tuple[list[str], list[tuple[str, str]]]
     missing: list[tuple[str, str]] = []
     for pattern in patterns:
         try:
-            fs, _, paths = fsspec.get_fs_token_paths(pattern)
-            matched = [p for p in paths if fs.isfile(p)]
+            fs, inner = filesystem(pattern)
+            matched = [p for p in fs.glob(inner) if fs.isfile(p)]
+            if not matched:
+                missing.append((pattern, _unmatched(fs, inner, pattern)))
         except ImportError:  # the protocol's package is not installed: a config problem, raised
             raise
         except Exception as e:  # unreachable storage: set aside like a missing file, the run goes on
-            missing.append((pattern, f"cannot list: {type(e).__name__}: {e}"[:300]))
+            missing.append((pattern, f"cannot list: {_storage_problem(e, pattern)}"[:300]))
             continue
-        if not matched:
-            missing.append((pattern, "no file matches" if fs.exists(pattern) is False else "not a file"))
         protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         files.update(p if protocol == "file" else f"{protocol}://{p}" for p in matched)
     return sorted(files), missing
 
 
+def _unmatched(fs: fsspec.AbstractFileSystem, inner: str, pattern: str) -> str:
+    """Why a pattern matched no file. A listing of an unknown bucket is empty, not an error: it is
+    told apart here, so that the message names the bucket rather than the files."""
+    if is_url(pattern) and not fs.exists(inner.split("/", 1)[0]):
+        return f"bucket {inner.split('/', 1)[0]!r} does not exist"
+    return "no file matches" if fs.exists(inner) is False else "not a file"
+
+
+def _storage_problem(error: Exception, url: str) -> str:
+    """What went wrong reaching `url`: the storage's one line when it explains it, else the error."""
+    line = storage_error(error, url) if is_url(url) else None
+    return line.removeprefix("error: ") if line else f"{type(error).__name__}: {error}"
+
+
+class SourceUnreachable(Exception):
+    """An input URL that the object store did not serve (credentials, bucket, permission, an object gone
+    or replaced since it was listed): stops the job with the store's one line. Set aside as an unreadable
+    file instead, it would be lost to the work dir for good: a re-run does not read a finished file
+    again, and the cause is the store, not the file."""
+
+
+def open_input(path: str) -> IO[bytes]:
+    """The file at `path` (a local path or a URL) for reading as a stream: a URL in ranged requests of
+    `READ_BLOCK` bytes, each fetched when the reader reaches it."""
+    fs, inner = filesystem(path)
+    return fs.open(inner, "rb", block_size=READ_BLOCK, cache_type="readahead")
+
+
 def read_file(source: str, path: str, cfg: SourceConfig) -> Iterator[Record | BadRow]:
     """Rows of one file as `Record`s (or `BadRow`s), in file order; a file that breaks part-way ends
-    with one `BadRow(FILE, ...)` saying why, after every row read before the break."""
+    with one `BadRow(FILE, ...)` saying why, after every row read before the break. A URL the store
+    refuses to serve raises SourceUnreachable."""
     rows = _parquet_rows(path) if path.endswith(".parquet") else _json_rows(path)
     tail = "/".join(PurePosixPath(path).parts[-2:])
     try:
@@ -132,6 +168,8 @@ def read_file(source: str, path: str, cfg: SourceConfig) -> Iterator[Record | Ba
     except TruncatedFile as e:  # the partial last row is part of the truncation, not a row of its own
         yield BadRow(FILE, f"{TRUNCATED}: {e}")
     except Exception as e:  # a file that breaks part-way: keep what was read, set the rest aside
+        if is_url(path) and (line := storage_error(e, path)) is not None:
+            raise SourceUnreachable(line) from e
         yield BadRow(FILE, f"{UNREADABLE}: {type(e).__name__}: {e}"[:500])
 
 
@@ -148,7 +186,7 @@ def excluded(record: Record, rules: list[ExcludeRule]) -> str | None:
 
 def _parquet_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
     """Row group by row group, so that a group that cannot be read costs its own rows only."""
-    with fsspec.open(path, "rb") as f:
+    with open_input(path) as f:
         parquet = _open_parquet(f)
         index = 0
         for group in range(parquet.num_row_groups):
@@ -277,7 +315,7 @@ def _open_lines(raw: IO[bytes], path: str) -> IO[bytes]:
 
 
 def _json_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
-    with fsspec.open(path, "rb") as raw, _open_lines(raw, path) as f:
+    with open_input(path) as raw, _open_lines(raw, path) as f:
         for index, line in enumerate(f):
             yield index, parse_line(index, line)
 

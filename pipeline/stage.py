@@ -89,9 +89,19 @@ def run_on_ray(stage: Stage[Any]) -> None:
     progress = Progress(stage.name, len(stage.tasks), "tasks", done_before=len(stage.tasks) - len(todo))
     if todo:
         run = stage.run
+        # A task's own exception, not Ray Data's UserCodeException around it: one that stops the job
+        # with its own line (`SourceUnreachable`) reaches the driver as that class.
+        ray.data.DataContext.get_current().raise_original_map_exception = True
         # Ray Data rows are dicts: a row carries only its task's position in `todo`, which travels with
         # the function, so a task of any type reaches `run` as it is.
         rows = ray.data.from_items([{"task": i} for i in range(len(todo))], override_num_blocks=len(todo))
-        for result in rows.map(lambda row: run(todo[row["task"]])).iter_rows():
+        rows.set_name(stage.name)
+
+        def one_task(row: dict[str, int]) -> dict[str, int]:
+            return run(todo[row["task"]])
+
+        # Ray Data names an operator, and the dashboard its tasks, after the function: `Map(<stage>)`.
+        one_task.__name__ = one_task.__qualname__ = stage.name
+        for result in rows.map(one_task).iter_rows():
             progress.advance(result)
     progress.finish()

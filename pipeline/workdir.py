@@ -84,6 +84,12 @@ class WorkDir:
         return self.valid_dir / f"{pid}.parquet"
 
     @property
+    def staged_shards(self) -> Path:
+        """Where `pipeline pack` packs shards bound for object storage, before it uploads them; kept, so
+        that a re-run resumes from it."""
+        return self.root / "shards-staged"
+
+    @property
     def mixed_dir(self) -> Path:
         return self.root / "mixed"
 

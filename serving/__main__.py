@@ -1,4 +1,8 @@
-"""python -m serving --model PATH [--host H] [--port P] [--dtype D] [--api-key KEY] [--config FILE]"""
+"""python -m serving --model PATH [--host H] [--port P] [--dtype D] [--api-key KEY] [--config FILE]
+
+PATH is an export, a training checkpoint, or a registered MLflow version: models:/NAME/VERSION or
+models:/NAME@ALIAS.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model",
         required=True,
-        help="a Hugging Face StableLmForCausalLM export folder, or a training checkpoint",
+        help="a Hugging Face StableLmForCausalLM export folder, a training checkpoint, or a registered "
+        "MLflow model version: models:/NAME/VERSION or models:/NAME@ALIAS",
     )
     parser.add_argument("--config", default=str(CONFIG_DIR / "serve.yaml"))
     parser.add_argument("--host", help="overrides the config's host (default loopback)")
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = None
     try:
         config = load(args.config, ServeConfig, overrides)
-        folder, scratch = export_to_serve(Path(args.model))
+        folder, scratch = export_to_serve(args.model)
         batcher = Batcher(folder, config, Metrics())
     except (ConfigError, DeviceError, ModelError) as e:
         if scratch is not None:

@@ -1,8 +1,10 @@
-"""The HTTP app: OpenAI's /v1/completions and /v1/models, plus /health, /metrics, /tokenize, /detokenize.
+"""The HTTP app: OpenAI's /v1/completions, /v1/chat/completions and /v1/models, plus /health, /metrics,
+/tokenize, /detokenize.
 
-Request handlers only validate, tokenize and translate (`serving.completions` shapes a completion); the
-batcher's worker thread does all model work. Work that grows with the size of a request (tokenizing,
-decoding, rendering large bodies) runs in worker threads, so the event loop always answers /health.
+Request handlers only validate, tokenize and translate (`serving.completions` shapes a completion,
+`serving.chat` a chat completion); the batcher's worker thread does all model work. Work that grows with
+the size of a request (tokenizing, decoding, rendering large bodies) runs in worker threads, so the event
+loop always answers /health.
 """
 
 from __future__ import annotations
@@ -18,21 +20,37 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from serving.batcher import Batcher
-from serving.completions import Completion, collect_while_connected
+from serving.chat import ChatCompletion, ChatTemplate
+from serving.completions import Completion, Generation, collect_while_connected
 from serving.errors import add_error_handlers
 from serving.middleware import BodyLimit, Gate
-from serving.protocol import APIError, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from serving.protocol import (
+    APIError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    TokenizeRequest,
+)
 from serving.request_checks import check_model, check_token_ids, encode
 from serving.text import token_str
 
 __all__ = ["ROUTES", "create_app"]
 
-ROUTES = ("/v1/completions", "/v1/models", "/health", "/metrics", "/tokenize", "/detokenize")
+ROUTES = (
+    "/v1/completions",
+    "/v1/chat/completions",
+    "/v1/models",
+    "/health",
+    "/metrics",
+    "/tokenize",
+    "/detokenize",
+)
 
 
 def create_app(batcher: Batcher, model_name: str, api_key: str | None = None) -> FastAPI:
     """The server's app over `batcher`, answering to `model_name`; with `api_key`, every route but /health
-    and /metrics requires it."""
+    and /metrics requires it. Chat completions use the chat template of the export `batcher` serves, read
+    now: a checkpoint's temporary export is gone once the model is loaded."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,6 +66,7 @@ def create_app(batcher: Batcher, model_name: str, api_key: str | None = None) ->
     add_error_handlers(app)
     tok = functools.lru_cache(maxsize=1 << 17)(functools.partial(token_str, batcher.enc))
     created = int(time.time())
+    template = ChatTemplate.load(batcher.folder)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -85,18 +104,32 @@ def create_app(batcher: Batcher, model_name: str, api_key: str | None = None) ->
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, http: Request) -> Response:
-        if not batcher.ready:
-            raise APIError(
-                503, batcher.error or "the model is still loading", type="server_error", code="not_ready"
-            )
+        _check_ready(batcher)
         check_model(req.model, model_name)
-        completion = await Completion.create(batcher, req, model_name, tok)
-        completion.submit()
-        if req.stream:
-            return StreamingResponse(completion.stream(), media_type="text/event-stream")
-        return await collect_while_connected(completion, http)
+        return await _answer(await Completion.create(batcher, req, model_name, tok), http)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatCompletionRequest, http: Request) -> Response:
+        _check_ready(batcher)
+        check_model(req.model, model_name)
+        return await _answer(await ChatCompletion.create(batcher, req, model_name, tok, template), http)
 
     return app
+
+
+def _check_ready(batcher: Batcher) -> None:
+    if not batcher.ready:
+        raise APIError(
+            503, batcher.error or "the model is still loading", type="server_error", code="not_ready"
+        )
+
+
+async def _answer(generation: Generation, http: Request) -> Response:
+    """Run the request's choices: a stream of events if it asked for one, else one JSON body."""
+    generation.submit()
+    if generation.req.stream:
+        return StreamingResponse(generation.stream(), media_type="text/event-stream")
+    return await collect_while_connected(generation, http)
 
 
 def _tokenized(batcher: Batcher, text: str) -> JSONResponse:

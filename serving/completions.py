@@ -1,5 +1,7 @@
-"""One completion request: its prompts checked and tokenized, its choices submitted to the batcher as
-sequences, and what they generate shaped as OpenAI's response or stream of server-sent events.
+"""One generating request: its choices submitted to the batcher as sequences, and what they generate
+answered as OpenAI's response or stream of server-sent events (`Generation`); a completion request's
+prompts checked and tokenized, and its choices shaped as text (`Completion`). `serving.chat` shapes a
+chat completion's choices as messages on the same machinery.
 
 The batcher's worker thread hands each output back through an asyncio queue per request.
 """
@@ -21,13 +23,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from serving.batcher import Batcher, Output, Sequence
-from serving.config import ServeConfig
-from serving.protocol import APIError, CompletionRequest, error_body
-from serving.request_checks import check_token_ids, encode
+from serving.protocol import APIError, CompletionRequest, GenerationRequest, error_body
+from serving.request_checks import check_length, check_limits, check_token_ids, encode
 from serving.sampling import SamplingParams, TokenLogprob
 from serving.text import text_offsets
 
-__all__ = ["Choice", "Completion", "collect_while_connected"]
+__all__ = ["Choice", "Completion", "Generation", "collect_while_connected"]
 
 log = logging.getLogger(__name__)
 
@@ -44,51 +45,45 @@ class TokenizedPrompt:
 class Choice:
     index: int
     prompt_ids: list[int]
-    prompt_text: str
     seq: Sequence | None = None
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob | None] = field(default_factory=list)
     finish_reason: str | None = None
     sent: int = 0  # characters streamed so far
-    started: bool = False  # whether its first chunk (which carries the echo) went out
+    started: bool = False  # whether its first chunk (which carries the echo, or the role) went out
 
 
-class Completion:
-    """One request's choices (its prompts checked and tokenized by `create`), run on the batcher and
-    shaped as OpenAI's response."""
+class Generation:
+    """One request's choices, `n` per prompt, run on the batcher and answered as OpenAI's response or
+    stream; a subclass shapes each choice (`_choice_json`) and each step of one (`_delta_json`)."""
+
+    OBJECT: str  # the response's `object`
+    CHUNK_OBJECT: str  # a streamed chunk's
+    ID_PREFIX: str
 
     def __init__(
         self,
         batcher: Batcher,
-        req: CompletionRequest,
+        req: GenerationRequest,
         model_name: str,
         tok: Callable[[int], str],
-        prompts: list[TokenizedPrompt],
+        prompts: list[list[int]],
     ):
         self.batcher = batcher
         self.req = req
         self.model_name = model_name
         self.tok = tok
-        self.id = f"cmpl-{uuid.uuid4().hex}"
+        self.id = f"{self.ID_PREFIX}{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.started = time.perf_counter()
         self.first_token_seen = False
         self.queue: asyncio.Queue[tuple[int, Output]] = asyncio.Queue()
         self.choices = [
-            Choice(index=p * req.n + j, prompt_ids=prompt.ids, prompt_text=prompt.text)
+            Choice(index=p * req.n + j, prompt_ids=prompt)
             for p, prompt in enumerate(prompts)
             for j in range(req.n)
         ]
-
-    @classmethod
-    async def create(
-        cls, batcher: Batcher, req: CompletionRequest, model_name: str, tok: Callable[[int], str]
-    ) -> Completion:
-        """The request checked and its prompts tokenized in a worker thread: megabytes of prompt take
-        long enough to tokenize that, on the event loop, they would hold up every other request."""
-        prompts = await run_in_threadpool(_checked_prompts, batcher, req)
-        return cls(batcher, req, model_name, tok, prompts)
 
     def submit(self) -> None:
         loop = asyncio.get_running_loop()
@@ -96,8 +91,8 @@ class Completion:
         for choice in self.choices:
             params = SamplingParams(
                 max_tokens=(
-                    req.max_tokens
-                    if req.max_tokens is not None
+                    req.max_new_tokens
+                    if req.max_new_tokens is not None
                     else self.batcher.max_model_len - len(choice.prompt_ids)
                 ),
                 temperature=req.temperature,
@@ -106,11 +101,15 @@ class Completion:
                 # Choice i of a seeded request uses seed + i, so n > 1 gives n different samples.
                 seed=None if req.seed is None else req.seed + choice.index,
                 stop=tuple(req.stop),
-                logprobs=req.logprobs,
-                prompt_logprobs=req.logprobs if req.echo else None,
+                logprobs=req.alternatives,
+                prompt_logprobs=self._prompt_alternatives(),
             )
             deliver = functools.partial(_deliver, loop, self.queue, choice.index)
             choice.seq = self.batcher.submit(choice.prompt_ids, params, deliver)
+
+    def _prompt_alternatives(self) -> int | None:
+        """Logprob alternatives per prompt token; None (the default): no prompt logprobs."""
+        return None
 
     async def _next(self) -> tuple[Choice, Output]:
         index, out = await self.queue.get()
@@ -152,11 +151,86 @@ class Completion:
         return JSONResponse(body)
 
     def _choice_json(self, choice: Choice) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _delta_json(self, choice: Choice, out: Output) -> dict[str, Any]:
+        """The chunk of `choice` for `out`, its newest step."""
+        raise NotImplementedError
+
+    def _usage(self) -> dict[str, int]:
+        prompt = sum(len(c.prompt_ids) for c in self.choices[:: self.req.n])
+        completion = sum(len(c.token_ids) for c in self.choices)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """Server-sent events, one per step of each choice, then `data: [DONE]`. A failure after the 200
+        has gone out can only be told in the stream: it becomes an `error` event, still followed by
+        `[DONE]`, so no client is left reading a stream cut short. If the client goes away, Starlette
+        cancels this generator and the `finally` frees the choices' batch slots."""
+        try:
+            while self._unfinished():
+                choice, out = await self._next()
+                yield _sse(self._response([self._delta_json(choice, out)], chunk=True))
+            if self.req.stream_options is not None and self.req.stream_options.include_usage:
+                yield _sse(self._response([], chunk=True) | {"usage": self._usage()})
+        except APIError as e:
+            yield _sse(e.body)
+        except Exception:
+            log.exception("streaming a completion failed")
+            yield _sse(error_body("streaming failed; see the server log", type="server_error"))
+        finally:
+            self._cancel_unfinished()
+        yield b"data: [DONE]\n\n"
+
+    def _response(self, choices: list[dict[str, Any]], chunk: bool = False) -> dict[str, Any]:
+        """OpenAI's response object with `choices`; each chunk of a stream has the same shape."""
+        return {
+            "id": self.id,
+            "object": self.CHUNK_OBJECT if chunk else self.OBJECT,
+            "created": self.created,
+            "model": self.model_name,
+            "choices": choices,
+        }
+
+
+class Completion(Generation):
+    """A completion request: its prompts checked and tokenized by `create`, its choices shaped as text."""
+
+    OBJECT = CHUNK_OBJECT = "text_completion"
+    ID_PREFIX = "cmpl-"
+
+    def __init__(
+        self,
+        batcher: Batcher,
+        req: CompletionRequest,
+        model_name: str,
+        tok: Callable[[int], str],
+        prompts: list[TokenizedPrompt],
+    ):
+        super().__init__(batcher, req, model_name, tok, [prompt.ids for prompt in prompts])
+        self.prompt_texts = [prompt.text for prompt in prompts]
+
+    @classmethod
+    async def create(
+        cls, batcher: Batcher, req: CompletionRequest, model_name: str, tok: Callable[[int], str]
+    ) -> Completion:
+        """The request checked and its prompts tokenized in a worker thread: megabytes of prompt take
+        long enough to tokenize that, on the event loop, they would hold up every other request."""
+        prompts = await run_in_threadpool(_checked_prompts, batcher, req)
+        return cls(batcher, req, model_name, tok, prompts)
+
+    def _prompt_alternatives(self) -> int | None:
+        return self.req.logprobs if self.req.echo else None
+
+    def _prompt_text(self, choice: Choice) -> str:
+        return self.prompt_texts[choice.index // self.req.n]
+
+    def _choice_json(self, choice: Choice) -> dict[str, Any]:
         echo = self.req.echo
         ids = (choice.prompt_ids if echo else []) + choice.token_ids
         return {
             "index": choice.index,
-            "text": (choice.prompt_text if echo else "") + choice.text,
+            "text": (self._prompt_text(choice) if echo else "") + choice.text,
             "logprobs": None if self.req.logprobs is None else self._logprobs_json(ids, choice.logprobs, 0),
             "finish_reason": choice.finish_reason,
         }
@@ -179,35 +253,10 @@ class Completion:
             top.setdefault(self.tok(token_id), logprob)
         return top
 
-    def _usage(self) -> dict[str, int]:
-        prompt = sum(len(c.prompt_ids) for c in self.choices[:: self.req.n])
-        completion = sum(len(c.token_ids) for c in self.choices)
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-    async def stream(self) -> AsyncIterator[bytes]:
-        """Server-sent events, one per step of each choice, then `data: [DONE]`. A failure after the 200
-        has gone out can only be told in the stream: it becomes an `error` event, still followed by
-        `[DONE]`, so no client is left reading a stream cut short. If the client goes away, Starlette
-        cancels this generator and the `finally` frees the choices' batch slots."""
-        try:
-            while self._unfinished():
-                choice, out = await self._next()
-                yield _sse(self._response([self._delta_json(choice, out)]))
-            if self.req.stream_options is not None and self.req.stream_options.include_usage:
-                yield _sse(self._response([]) | {"usage": self._usage()})
-        except APIError as e:
-            yield _sse(e.body)
-        except Exception:
-            log.exception("streaming a completion failed")
-            yield _sse(error_body("streaming failed; see the server log", type="server_error"))
-        finally:
-            self._cancel_unfinished()
-        yield b"data: [DONE]\n\n"
-
     def _delta_json(self, choice: Choice, out: Output) -> dict[str, Any]:
         echo = self.req.echo and not choice.started
         choice.started = True
-        text = (choice.prompt_text if echo else "") + out.text
+        text = (self._prompt_text(choice) if echo else "") + out.text
         logprobs = None
         if self.req.logprobs is not None:
             ids = (choice.prompt_ids if echo else []) + out.token_ids
@@ -216,18 +265,8 @@ class Completion:
         choice.sent += len(text)
         return {"index": choice.index, "text": text, "logprobs": logprobs, "finish_reason": out.finish_reason}
 
-    def _response(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        """OpenAI's completion object with `choices`; each chunk of a stream has the same shape."""
-        return {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model_name,
-            "choices": choices,
-        }
 
-
-async def collect_while_connected(completion: Completion, http: Request) -> Response:
+async def collect_while_connected(completion: Generation, http: Request) -> Response:
     """The completion as JSON, unless the client hangs up first: then its sequences are cancelled, so
     their batch slots free up now instead of after `max_tokens` tokens that nobody will read."""
     work = asyncio.ensure_future(completion.collect())
@@ -260,7 +299,7 @@ def _deliver(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, index: int, 
 
 def _sse(payload: dict[str, Any]) -> bytes:
     """One event, encoded here rather than by the response, so that an encoding error is raised inside
-    `Completion.stream`, which reports it, instead of cutting the stream."""
+    `Generation.stream`, which reports it, instead of cutting the stream."""
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
 
@@ -269,7 +308,7 @@ def _checked_prompts(batcher: Batcher, req: CompletionRequest) -> list[Tokenized
     prompt's length are checked; an APIError names the first problem. Cheap checks come first, so a
     request over a limit is refused before any of its text is tokenized."""
     prompts = _prompt_list(req.prompt)
-    _check_limits(batcher.config, req, len(prompts))
+    check_limits(batcher.config, req, len(prompts))
     found = []
     for one in prompts:
         if isinstance(one, str):
@@ -279,7 +318,7 @@ def _checked_prompts(batcher: Batcher, req: CompletionRequest) -> list[Tokenized
             prompt = TokenizedPrompt(one, batcher.enc.decode(one))
         if not prompt.ids:
             raise APIError(400, "a prompt must have at least one token", param="prompt", code="invalid_value")
-        _check_length(batcher.max_model_len, len(prompt.ids), req.max_tokens)
+        check_length(batcher.max_model_len, len(prompt.ids), req)
         found.append(prompt)
     return found
 
@@ -291,42 +330,3 @@ def _prompt_list(prompt: str | list[str] | list[int] | list[list[int]]) -> list[
     if not prompt:
         raise APIError(400, "prompt is empty", param="prompt", code="invalid_value")
     return prompt
-
-
-def _check_limits(config: ServeConfig, req: CompletionRequest, n_prompts: int) -> None:
-    if req.n > config.max_n:
-        raise APIError(400, f"n must be at most {config.max_n}", param="n", code="invalid_value")
-    if n_prompts * req.n > config.max_sequences:
-        raise APIError(
-            400,
-            f"This request asks for {n_prompts * req.n} sequences ({n_prompts} prompts x n={req.n}); "
-            f"this server runs at most {config.max_sequences} per request. Send fewer prompts, or a "
-            "smaller n, per request.",
-            param="n" if req.n > 1 else "prompt",
-            code="invalid_value",
-        )
-    if req.logprobs is not None and req.logprobs > config.max_logprobs:
-        raise APIError(
-            400, f"logprobs must be at most {config.max_logprobs}", param="logprobs", code="invalid_value"
-        )
-
-
-def _check_length(limit: int, n_prompt: int, max_tokens: int | None) -> None:
-    """Refuses a prompt that, with max_tokens more, is longer than the context: a full-context prompt is
-    scored with max_tokens 0 (lm-eval's loglikelihood), and max_tokens null fills what is left."""
-    if n_prompt > limit:
-        raise APIError(
-            400,
-            f"This model's maximum context length is {limit} tokens; the prompt has {n_prompt}.",
-            param="prompt",
-            code="context_length_exceeded",
-        )
-    if max_tokens is not None and n_prompt + max_tokens > limit:
-        raise APIError(
-            400,
-            f"This model's maximum context length is {limit} tokens, however you requested "
-            f"{n_prompt + max_tokens} tokens ({n_prompt} in your prompt; {max_tokens} "
-            "for the completion). Please reduce the prompt or max_tokens.",
-            param="max_tokens",
-            code="context_length_exceeded",
-        )

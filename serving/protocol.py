@@ -1,8 +1,8 @@
-"""Request bodies as OpenAI's legacy completions API defines them, and its error shape."""
+"""Request bodies as OpenAI's completions and chat completions APIs define them, and its error shape."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -13,6 +13,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     Tag,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -70,18 +71,20 @@ class StreamOptions(Request):
     include_usage: bool = False
 
 
-class CompletionRequest(Request):
+class GenerationRequest(Request):
+    """What a completion and a chat completion request share: the model, and how to sample its choices.
+    Each kind says, through the properties below, how many tokens and logprobs it asks for."""
+
+    # The parameter that sets `alternatives`, named in the error when it is over the limit.
+    ALTERNATIVES_PARAM: ClassVar[str]
+
     model: Text
-    prompt: Prompt
-    max_tokens: int | None = Field(16, ge=0)  # None: up to the end of the context
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(-1, ge=-1, le=2**31)  # -1 or 0: off (vLLM's convention)
     n: int = Field(1, ge=1)
     stop: Text | list[Text] | None = Field(None, validate_default=True)  # becomes a list
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
-    logprobs: int | None = Field(None, ge=0)
-    echo: bool = False
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: Text | None = None  # accepted for compatibility; identifies nothing here
@@ -97,6 +100,88 @@ class CompletionRequest(Request):
         if any(len(s) > MAX_STOP_CHARS for s in stops):
             raise ValueError(f"a stop sequence can be at most {MAX_STOP_CHARS} characters")
         return stops
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        """Tokens to generate at most per choice; None: up to the end of the context."""
+        raise NotImplementedError
+
+    @property
+    def max_new_tokens_param(self) -> str:
+        """The parameter that sets `max_new_tokens`, named in the error when it does not fit."""
+        return "max_tokens"
+
+    @property
+    def alternatives(self) -> int | None:
+        """Logprob alternatives per generated token; None: no logprobs."""
+        raise NotImplementedError
+
+
+class CompletionRequest(GenerationRequest):
+    ALTERNATIVES_PARAM = "logprobs"
+
+    prompt: Prompt
+    max_tokens: int | None = Field(16, ge=0)  # None: up to the end of the context
+    logprobs: int | None = Field(None, ge=0)
+    echo: bool = False
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        return self.max_tokens
+
+    @property
+    def alternatives(self) -> int | None:
+        return self.logprobs
+
+
+class TextPart(Request):
+    """One part of a message's content; text is the only kind a text model reads."""
+
+    type: Literal["text"]
+    text: Text
+
+
+# A message's content: text, or a list of parts, told apart by type so that an error names one of them.
+Content = Annotated[
+    Annotated[Text, Tag("text")] | Annotated[list[TextPart], Tag("parts")],
+    Discriminator(lambda content: "text" if isinstance(content, str) else "parts"),
+]
+
+
+class ChatMessage(Request):
+    role: Text  # which roles there are is the chat template's to say
+    content: Content
+    name: Text | None = None
+
+
+class ChatCompletionRequest(GenerationRequest):
+    ALTERNATIVES_PARAM = "top_logprobs"
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    # OpenAI's newer name for max_tokens, which it keeps for compatibility; the newer one wins.
+    max_completion_tokens: int | None = Field(None, ge=1)  # None: up to the end of the context
+    max_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0)
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _with_logprobs(cls, top_logprobs: int | None, info: ValidationInfo) -> int | None:
+        if top_logprobs is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return top_logprobs
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    @property
+    def max_new_tokens_param(self) -> str:
+        return "max_completion_tokens" if self.max_completion_tokens is not None else "max_tokens"
+
+    @property
+    def alternatives(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class TokenizeRequest(Request):

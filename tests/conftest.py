@@ -1,7 +1,7 @@
 """Fixtures and helpers that several test files share: the tokenizer, a local Ray per test module, the
 micro training setup (shards of this repository's own source, the micro model's config, an MLflow
-store, a checkpoint holding an export), a local S3 endpoint and a bucket on it, the tiny serving export
-and its server, and the pipeline's outputs read back.
+store, a checkpoint holding an export), a real MLflow tracking server, a local S3 endpoint and a bucket
+on it, the tiny serving export and its server, and the pipeline's outputs read back.
 
 Test files import the helpers (`from conftest import ...`); pytest hands out the fixtures.
 """
@@ -27,6 +27,7 @@ import tokenizer
 from common.config import load
 from common.files import write_json, write_text
 from common.shards import Manifest, TokenizerInfo, read_manifest, write_manifest, write_shard
+from harness.mlflow_server import MlflowServer, running_mlflow_server
 from harness.s3 import running_s3
 from harness.server import running_server
 from harness.tiny_export import make_tiny_export
@@ -207,6 +208,21 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         yield uri
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real `mlflow server` (harness.mlflow_server) for the session, started but not waited for: it takes
+    seconds to start, which a fixture that asks for it before its own work overlaps with that work."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_server_started: MlflowServer) -> str:
+    """The running `mlflow server`'s URL, a tracking URI; tests take it for what only a server does (its
+    own checks, REST in between)."""
+    return mlflow_server_started.url()
 
 
 # -- object storage: a local S3 endpoint over HTTP ------------------------------------------------

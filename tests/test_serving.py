@@ -30,6 +30,7 @@ from serving.config import ServeConfig
 from serving.metrics import Metrics
 from serving.model_path import ModelError, export_to_serve
 from serving.padded_cache import PaddedCache, layer_states
+from serving.sampling import SamplingParams, sample, valid_token_mask
 from serving.text import token_str
 from training.hf import TRAINING_RUN, load_hf
 
@@ -215,6 +216,18 @@ def test_32_concurrent_requests_are_batched_and_correct(server, reference, enc):
     )
     assert steps > single, "no decode step ran more than one sequence"
     assert after[("serving_running_sequences", ())] == 0
+
+
+def test_greedy_takes_the_best_token_never_an_id_that_is_none(enc):
+    valid = valid_token_mask(enc, tokenizer.PADDED_VOCAB, torch.device("cpu"))
+    logits = torch.randn(4, tokenizer.PADDED_VOCAB, generator=torch.Generator().manual_seed(0))
+    logits[0, tokenizer.N_VOCAB + 5] = 100.0  # a padding row of the embedding is the best
+    logits[1, 100_256] = 100.0  # the id cl100k leaves unused
+    logits[2] = 0.0  # all equal: the first id
+    greedy = [SamplingParams(max_tokens=1, temperature=0.0)] * 4
+    tokens = sample(logits, greedy, [None] * 4, valid)
+    assert tokens.tolist() == logits.masked_fill(~valid, -torch.inf).argmax(-1).tolist()
+    assert bool(valid[tokens].all()) and tokens[2] == 0
 
 
 def test_sampling_parameters(client, enc):

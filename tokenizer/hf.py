@@ -21,6 +21,8 @@ from tokenizer.chat import CHAT_TEMPLATE
 from tokenizer.core import EOT_ID, PAT_STR, RANKS_FILE, Arcade100k
 
 MODEL_MAX_LENGTH = 4096
+# The tokenizer's settings file in an export; the chat template is one of them.
+TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 def to_hf(enc: Arcade100k) -> PreTrainedTokenizerFast:

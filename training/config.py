@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from common.config import Config
 from common.config import load as load_config
+from common.objectstore import is_url
 from common.precision import Requested
 from training.model import ModelConfig
 
@@ -32,7 +33,14 @@ Beta = Annotated[float, Field(ge=0, lt=1)]
 class ShardsConfig(Config):
     """The `data:` section: which shard folder feeds the run, and how rows become samples."""
 
-    shards: Path = Path("data/shards/sample")
+    # A local folder, or a URL (s3://bucket/shards/name, common.objectstore) whose shards each rank
+    # fetches as it first reads them into the node's cache.
+    shards: str = "data/shards/sample"
+    # The node's copies of remote shards (None: $XDG_CACHE_HOME/stablelm2/shards, else
+    # ~/.cache/stablelm2/shards), shared by its ranks and runs; past `cache_bytes` the least recently
+    # used copies no reader holds are deleted.
+    cache_dir: Path | None = None
+    cache_bytes: int = Field(100 * 2**30, gt=0)
     # Tokens per packed row (+1 for the last target); must equal the shards' manifest.
     seq_len: int = Field(4096, gt=0)
     # Train on windows of this many tokens cut from each row (a divisor of seq_len), e.g. a small
@@ -105,6 +113,16 @@ class CheckpointConfig(Config):
     # A Hugging Face folder whose weights start the run (continued pre-training); ignored once the
     # run has a checkpoint of its own to resume from.
     init_from_hf: Path | None = None
+    # A URL (s3://bucket/run/checkpoints) each complete checkpoint is copied to while training goes on,
+    # and a resume takes a newer complete checkpoint from (training.mirror); None: local only.
+    mirror: str | None = None
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror_is_url(cls, value: str | None) -> str | None:
+        if value is not None and not is_url(value):
+            raise ValueError(f"{value!r} is not an object storage URL (s3://bucket/prefix, gs://...)")
+        return value
 
 
 class EvalConfig(Config):

@@ -6,31 +6,39 @@ from (seed, epoch). Each micro-step hands the next `micro_batch * world_size` sa
 out, rank r taking the r-th block of `micro_batch`. The state is two numbers (epoch, position),
 saved with every checkpoint, so a resumed run reads exactly the samples the uninterrupted run would
 have read. An epoch's last samples that do not fill a whole micro-step are skipped.
+
+Shards at a URL are fetched as the order reaches them (common.shards.ShardCache): each batch starts the
+fetch of the shards the next one needs, so the order, and the losses, are those of a local folder.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 import tokenizer
-from common.shards import COLUMN, ShardError, ShardSet, read_manifest
+from common.objectstore import is_url, join
+from common.shards import ShardCache, ShardError, ShardSet, read_manifest
 from training.validation import ALL
 
 __all__ = ["ShardLoader", "check_token_ids", "open_shards", "open_valid_shards"]
 
 
 def open_shards(
-    folder: Path, seq_len: int, vocab_size: int, verify_checksums: bool = True, source: str | None = None
+    folder: str | Path,
+    seq_len: int,
+    vocab_size: int,
+    verify_checksums: bool = True,
+    source: str | None = None,
+    cache: ShardCache | None = None,
 ) -> ShardSet:
-    """The shards in `folder` (of `source` only, if given), checked against the model and the tokenizer
-    before any step runs; with `verify_checksums`, which reads every shard anyway, every token id is
-    checked too."""
+    """The shards in `folder` (of `source` only, if given; a URL's through `cache`), checked against the
+    model and the tokenizer before any step runs; with `verify_checksums`, which reads every shard
+    anyway, every token id is checked too (a remote shard's when it is fetched)."""
     enc = tokenizer.load()
     shards = ShardSet(
         folder,
@@ -39,38 +47,33 @@ def open_shards(
         expect_tokenizer=enc.fingerprint,
         expect_vocab=vocab_size,
         source=source,
+        cache=cache,
+        check_rows=partial(check_token_ids, vocab_size=vocab_size) if verify_checksums else None,
     )
     if shards.manifest.tokenizer.eot_id != enc.eot_id:
         raise ShardError(
             f"{folder}: documents end with id {shards.manifest.tokenizer.eot_id}, "
             f"the tokenizer's <|endoftext|> is {enc.eot_id}"
         )
-    if verify_checksums:
-        check_token_ids(shards, vocab_size)
     return shards
 
 
-def check_token_ids(shards: ShardSet, vocab_size: int) -> None:
-    """Raise ShardError naming the shard file and row of the first id outside [0, vocab_size).
+def check_token_ids(where: str | Path, rows: np.ndarray, vocab_size: int) -> None:
+    """Raise ShardError naming the shard `where` and the row of its first id outside [0, vocab_size).
 
     A shard whose sha256 matches can still hold such ids (a packer bug, another vocabulary), and the
-    embedding lookup would fail on them mid-run with an IndexError. One vectorised min/max per
+    embedding lookup would fail on them mid-run with an IndexError. One vectorised min and max of the
     memory-mapped shard finds them first; the row is looked up only for a bad shard.
     """
-    for info in shards.infos:
-        path = shards.folder / info.file
-        column = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all().column(COLUMN)
-        ids = pc.list_flatten(column)
-        extremes = pc.min_max(ids)
-        if extremes["min"].as_py() >= 0 and extremes["max"].as_py() < vocab_size:
-            continue
-        flat = ids.to_numpy()
-        first = int(np.flatnonzero((flat < 0) | (flat >= vocab_size))[0])
-        row, position = divmod(first, shards.seq_len + 1)
-        raise ShardError(
-            f"{path}: row {row} holds token id {flat[first]} at position {position}, outside the model's "
-            f"vocabulary of {vocab_size} ids (0-{vocab_size - 1})"
-        )
+    if rows.min() >= 0 and rows.max() < vocab_size:
+        return
+    flat = rows.reshape(-1)
+    first = int(np.flatnonzero((flat < 0) | (flat >= vocab_size))[0])
+    row, position = divmod(first, rows.shape[1])
+    raise ShardError(
+        f"{where}: row {row} holds token id {flat[first]} at position {position}, outside the model's "
+        f"vocabulary of {vocab_size} ids (0-{vocab_size - 1})"
+    )
 
 
 def open_valid_shards(train: ShardSet, vocab_size: int, verify_checksums: bool = True) -> dict[str, ShardSet]:
@@ -78,12 +81,13 @@ def open_valid_shards(train: ShardSet, vocab_size: int, verify_checksums: bool =
     whose shards do not all name their source is one source, `all`. Empty if the manifest names none."""
     if train.manifest.valid is None:
         return {}
-    folder = train.folder / train.manifest.valid
+    remote = is_url(train.folder)
+    folder = join(train.folder, train.manifest.valid) if remote else train.folder / train.manifest.valid
     sources = {info.source for info in read_manifest(folder).shards}
     if None in sources:
-        return {ALL: open_shards(folder, train.seq_len, vocab_size, verify_checksums)}
+        return {ALL: open_shards(folder, train.seq_len, vocab_size, verify_checksums, cache=train.cache)}
     return {
-        source: open_shards(folder, train.seq_len, vocab_size, verify_checksums, source)
+        source: open_shards(folder, train.seq_len, vocab_size, verify_checksums, source, train.cache)
         for source in sorted(sources)
     }
 
@@ -126,10 +130,17 @@ class ShardLoader:
     def next_batch(self) -> torch.Tensor:
         if self.position + self.samples_per_micro_step > self.samples:
             self.epoch, self.position = self.epoch + 1, 0
-        start = self.position + self.rank * self.micro_batch
-        samples = self._epoch_order()[start : start + self.micro_batch]
+        samples = self._rank_samples(self.position)
         self.position += self.samples_per_micro_step
-        return torch.from_numpy(np.stack([self._sample(int(i)) for i in samples]).astype(np.int64))
+        batch = torch.from_numpy(np.stack([self._sample(int(i)) for i in samples]).astype(np.int64))
+        if self.position + self.samples_per_micro_step <= self.samples:  # the next batch, this epoch
+            self.shards.prefetch(int(i) // self.windows_per_row for i in self._rank_samples(self.position))
+        return batch
+
+    def _rank_samples(self, position: int) -> np.ndarray:
+        """This rank's samples of the micro-step starting at `position` of this epoch's order."""
+        start = position + self.rank * self.micro_batch
+        return self._epoch_order()[start : start + self.micro_batch]
 
     def _sample(self, index: int) -> np.ndarray:
         row, window = divmod(index, self.windows_per_row)

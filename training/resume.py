@@ -12,7 +12,7 @@ and data-parallel ranks) only; without tensor parallelism, on any number of rank
 
 Accepted: another number of ranks (the checkpoint is converted, see training.checkpoint), the learning
 rate and schedule (total steps included), micro-batch and accumulation (the trainer notes a new global
-batch), intervals, logging and evaluation, `data.shards` as a path (its manifest is what counts), the
+batch), intervals, logging and evaluation, `data.shards` as a path or URL (its manifest is what counts), the
 init seed (the RNG states come from the checkpoint).
 """
 

@@ -31,14 +31,15 @@ import tokenizer
 from common.config import flatten
 from common.lock import DirectoryLock
 from common.precision import resolve_precision
-from common.shards import ShardSet, manifest_hash
-from common.tracking import Tracker, git_commit
+from common.shards import COLUMN, ShardCache, ShardSet
+from common.tracking import TrackedData, Tracker, git_commit
 from training import checkpoint
 from training.config import TrainConfig
 from training.data import ShardLoader, open_shards, open_valid_shards
 from training.deepspeed_engine import build_engine, lm_loss
 from training.distributed import deepspeed_output, device, from_rank0, init_distributed
 from training.hf import load_hf
+from training.mirror import Mirror, pull_newer
 from training.model import StableLM, flops_per_token
 from training.parallel import init_layout
 from training.provenance import Provenance
@@ -137,6 +138,8 @@ class Trainer:
         self.flops_per_token = flops_per_token(cfg.model, cfg.data.train_len)
         self.peak_flops = peak_flops(self.device, cfg.log.peak_flops)
         self.tracker = self._open_tracker(run_id) if self.rank == 0 else None
+        mirror = cfg.checkpoint.mirror
+        self._mirror = Mirror(mirror, cfg.checkpoint.keep_last) if mirror and self.rank == 0 else None
         self._stop_requested = False
 
     def _announce_precision(self) -> None:
@@ -150,11 +153,12 @@ class Trainer:
         """The shards first: a bad shard folder fails here, before a model is built."""
         cfg = self.cfg
         vocab, verify = cfg.model.vocab_size, cfg.data.verify_checksums
-        self.train_shards = open_shards(cfg.data.shards, cfg.data.seq_len, vocab, verify)
+        cache = ShardCache(cfg.data.cache_dir, cfg.data.cache_bytes)
+        self.train_shards = open_shards(cfg.data.shards, cfg.data.seq_len, vocab, verify, cache=cache)
         self.valid_shards = self._valid_sources(open_valid_shards(self.train_shards, vocab, verify))
         self.byte_table = token_bytes(tokenizer.load(), vocab)
         self.data_facts = Provenance(
-            data_manifest_sha256=manifest_hash(self.train_shards.folder),
+            data_manifest_sha256=self.train_shards.manifest_sha256,
             tokenizer_fingerprint=self.train_shards.manifest.tokenizer.fingerprint,
         )
         self.loader = self._loader(self.train_shards, shuffle=True)
@@ -188,7 +192,7 @@ class Trainer:
     def _checkpoint_to_resume(self) -> checkpoint.Saved | None:
         """The newest complete checkpoint (rank 0 checks the files, one line per one passed over), once
         its settings are known to fit this run; None for a new run."""
-        folder = from_rank0(lambda: checkpoint.newest_complete(self.cfg.checkpoint.dir))
+        folder = from_rank0(self._newest_checkpoint)
         if folder is None:
             return None
         saved = checkpoint.read(folder)
@@ -196,6 +200,18 @@ class Trainer:
         check_layout(saved, checkpoint.saved_layout(folder), (self.layout.tensor, self.layout.data))
         self._print(f"resuming from {folder} (step {saved.step})")
         return saved
+
+    def _newest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint in `checkpoint.dir`, or a newer one brought from the mirror."""
+        root, mirror = self.cfg.checkpoint.dir, self.cfg.checkpoint.mirror
+        try:
+            local = checkpoint.newest_complete(root)
+        except checkpoint.CheckpointError:  # none complete here: the mirror may have one
+            if mirror is None or (pulled := pull_newer(mirror, root, None)) is None:
+                raise
+            return pulled
+        pulled = pull_newer(mirror, root, local and local.name) if mirror is not None else None
+        return pulled or local
 
     def _resolved_config(self) -> dict[str, Any]:
         """The config as JSON with `precision` as resolved: what a checkpoint keeps and a resume compares."""
@@ -242,9 +258,19 @@ class Trainer:
             path.write_text(json.dumps(config, indent=2) + "\n")
             # A resume keeps the first config and adds the one it ran with beside it.
             tracker.log_artifact(path, None if run_id is None else f"resumed/step_{self.step}")
-        if run_id is None:
-            tracker.log_artifact(self.train_shards.folder / "manifest.json")
+        if run_id is None:  # a resume reads the same data (`check_resume`): logged once
+            tracker.log_artifact(self.train_shards.manifest_file)
+            tracker.log_datasets(self._datasets())
         return tracker
+
+    def _datasets(self) -> list[TrackedData]:
+        """The shards as the run's dataset inputs: the training split, and each validation source scored."""
+        name = self.train_shards.uri.rsplit("/", 1)[-1]
+        valid = [
+            _tracked(f"{name}/valid/{source}", shards, "validation")
+            for source, shards in self.valid_shards.items()
+        ]
+        return [_tracked(name, self.train_shards, "training"), *valid]
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -254,6 +280,7 @@ class Trainer:
         previous_handler = signal.signal(signal.SIGTERM, self._request_stop)
         try:
             self._loop(result)
+            self._mirror_done()
         except BaseException:
             if self.tracker:
                 self.tracker.finish("FAILED")
@@ -435,7 +462,12 @@ class Trainer:
             # NaN is not a value MLflow stores; an all-skipped window simply has no loss point.
             self.tracker.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, self.step)
 
+    def _mirror_done(self) -> None:
+        """Every rank returns once rank 0's upload in progress is done, or raises its error."""
+        from_rank0(lambda: self._mirror and self._mirror.wait())
+
     def _save(self) -> None:
+        self._mirror_done()  # the previous checkpoint is up before this save may prune it locally
         state = {
             "step": self.step,
             "skipped_steps": self.skipped_steps,
@@ -444,7 +476,7 @@ class Trainer:
             **self._provenance().trainer_state(),
         }
         with deepspeed_output(self.verbose):
-            checkpoint.save(
+            folder = checkpoint.save(
                 self.engine,
                 self.cfg.checkpoint.dir,
                 self.step,
@@ -452,6 +484,8 @@ class Trainer:
                 state,
                 self.cfg.checkpoint.keep_last,
             )
+        if self._mirror is not None:
+            self._mirror.upload(folder)
 
     def _provenance(self) -> Provenance:
         """The run's data and tokenizer, and on rank 0 (which writes the trainer state) its MLflow run."""
@@ -465,3 +499,18 @@ class Trainer:
     def _print(self, message: str) -> None:
         if self.rank == 0:
             print(message, flush=True)
+
+
+def _tracked(name: str, shards: ShardSet, context: str) -> TrackedData:
+    """A shard folder (or one source of it) as an MLflow dataset: its manifest's sha256 names its content."""
+    sha256 = shards.manifest_sha256
+    profile = {
+        "rows": len(shards),
+        "tokens": sum(info.tokens for info in shards.infos),
+        "shards": len(shards.infos),
+        "seq_len": shards.seq_len,
+        "manifest_sha256": sha256,
+        "tokenizer": shards.manifest.tokenizer.name,
+    }
+    columns = {COLUMN: ("int32", (-1, shards.seq_len + 1))}
+    return TrackedData(name, shards.uri, sha256, context, profile, columns)
