@@ -9,7 +9,8 @@ empty folder is), or over a folder it recognizes as its own output (`check_outpu
 finished folder is published by rename (`publish_folder`), never over a file.
 
 A write that fails for want of space or permission is told in one line (`disk_error`), whatever library
-raised it and however it was wrapped.
+raised it and however it was wrapped; a command whose output comes after long work checks first that
+it can write there at all (`check_writable`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -27,6 +29,7 @@ __all__ = [
     "OutputPathError",
     "atomic_write",
     "check_output_folder",
+    "check_writable",
     "disk_error",
     "error_chain",
     "is_temporary",
@@ -136,6 +139,16 @@ def check_output_folder(folder: str | Path, is_ours: Callable[[Path], bool], our
         raise OutputPathError(
             f"{folder} holds files that are not {ours}; choose another output path or empty it"
         )
+
+
+def check_writable(folder: str | Path) -> None:
+    """Raise the OSError (read-only file system, no permission) that a file created in `folder`, or in
+    its nearest existing parent while it does not exist, meets; the file leaves no trace."""
+    path = Path(folder).absolute()
+    while not path.exists():
+        path = path.parent
+    with tempfile.TemporaryFile(dir=path):
+        pass
 
 
 def publish_folder(tmp: str | Path, folder: str | Path, *, replace: bool = False) -> Path:

@@ -25,7 +25,7 @@ import lm_eval
 from lm_eval.utils import handle_non_serializable
 
 import evaluation.adapter  # noqa: F401 (registers `stablelm2` with lm-eval)
-from common.files import check_output_folder, read_json, write_text
+from common.files import check_output_folder, check_writable, read_json, write_text
 from common.tracking import Tracker, find_logged_model, git_commit
 from evaluation.loading import check_chat_template
 from evaluation.samples import is_samples_file, remove_other_samples, write_samples
@@ -68,6 +68,7 @@ def evaluate(
     are looked up in `include_paths` too. The last three are lm-eval's `simple_evaluate` options; a model
     without a chat template is refused `apply_chat_template` before any work."""
     check_output_folder(output, is_eval_output, f"an earlier evaluation's {RESULTS}")  # before any work
+    check_writable(output)  # not hours later, when the results are there to write
     if apply_chat_template:
         check_chat_template(model)
     manager = task_manager(shots, include_paths)

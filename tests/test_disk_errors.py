@@ -206,3 +206,6 @@ def test_an_evaluation_into_a_read_only_dir_says_so(export, tmp_path):
         args = ["run", "--model", str(export), "--tasks", "stablelm2_cloze", "--limit", "2"]
         done = cli("evaluation", *args, "--output", str(output))
         assert_one_line(done, ro, "read-only")
+        # Told before any work: before the task list is even read.
+        args = ["run", "--model", str(export), "--tasks", "no_such_task"]
+        assert_one_line(cli("evaluation", *args, "--output", str(output)), ro, "read-only")
