@@ -105,12 +105,20 @@ def schema(seq_len: int) -> pa.Schema:
     return pa.schema([pa.field(COLUMN, pa.list_(pa.int32(), seq_len + 1), nullable=False)])
 
 
-def file_sha256(path: Path) -> str:
+HASH_BLOCK = 8 << 20  # bytes read at a time to hash a file or an object
+
+
+def stream_sha256(f: IO[bytes]) -> str:
+    """The sha256 of what is left to read in `f` (a local file, or an object opened through fsspec)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
+    while chunk := f.read(HASH_BLOCK):
+        h.update(chunk)
     return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return stream_sha256(f)
 
 
 def write_shard(path: str | Path, rows: np.ndarray) -> ShardInfo:

@@ -13,7 +13,6 @@ hashed), and nothing when the store already holds this manifest and its shards.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 from pathlib import Path, PurePosixPath
 
 from fsspec import AbstractFileSystem
@@ -21,10 +20,8 @@ from fsspec import AbstractFileSystem
 from common.files import OutputPathError
 from common.lock import LOCK_FILE
 from common.objectstore import filesystem, join
-from common.shards import MANIFEST, read_manifest
+from common.shards import HASH_BLOCK, MANIFEST, read_manifest, stream_sha256
 
-# Bytes read at a time when an uploaded shard is hashed again.
-HASH_BLOCK = 8 << 20
 _SHARD = "shard-*.arrow"
 
 
@@ -90,11 +87,8 @@ def _holds(fs: AbstractFileSystem, key: str, local: Path) -> bool:
 
 
 def _sha256(fs: AbstractFileSystem, key: str) -> str:
-    h = hashlib.sha256()
     with fs.open(key, "rb", block_size=HASH_BLOCK) as f:
-        while chunk := f.read(HASH_BLOCK):
-            h.update(chunk)
-    return h.hexdigest()
+        return stream_sha256(f)
 
 
 def _remove_unlisted(fs: AbstractFileSystem, root: str, listed: set[str]) -> None:
