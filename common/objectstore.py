@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
 import fsspec
 from fsspec import AbstractFileSystem
@@ -24,12 +25,15 @@ from fsspec import AbstractFileSystem
 from common.files import error_chain, temporary_path
 
 __all__ = [
+    "READ_BLOCK",
     "ObjectChangedError",
+    "ObjectPath",
     "StorageError",
     "download",
     "filesystem",
     "is_url",
     "join",
+    "open_stream",
     "read_bytes",
     "reporting",
     "storage_error",
@@ -37,12 +41,19 @@ __all__ = [
 ]
 
 RETRIES = 8  # attempts per request; botocore's standard mode backs off exponentially with jitter
+# Bytes of an object fetched per ranged request (and read ahead of the reader): large enough for the
+# store's throughput, small enough that the first rows never wait for a whole object.
+READ_BLOCK = 8 << 20
 _LOCAL_SCHEMES = {"", "file", "local"}
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 # What each protocol is opened with. For S3, botocore retries a request (throttling, 5xx, a reset
 # before the response) and s3fs itself a body cut off mid-read (`S3FileSystem.retries`, 5 tries).
+# Listings are never cached: the folders listed are written by other processes (Ray tasks, other nodes).
 _OPTIONS: dict[str, dict[str, Any]] = {
-    "s3": {"config_kwargs": {"retries": {"max_attempts": RETRIES, "mode": "standard"}}},
+    "s3": {
+        "config_kwargs": {"retries": {"max_attempts": RETRIES, "mode": "standard"}},
+        "use_listings_cache": False,
+    },
 }
 _NO_CREDENTIALS = re.compile(r"Unable to locate credentials|NoCredentialsError|PartialCredentials")
 _REFUSED_CREDENTIALS = re.compile(r"InvalidAccessKeyId|SignatureDoesNotMatch|ExpiredToken|InvalidToken")
@@ -86,6 +97,42 @@ def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
     return fsspec.core.url_to_fs(url, **_OPTIONS.get(match.group(1).lower() if match else "", {}))
 
 
+@dataclass(frozen=True, order=True)
+class ObjectPath:
+    """A path in object storage, `scheme://bucket/key`, with the pure-path operations of a local `Path`
+    (`/`, `name`, `stem`, `parent`, `relative_to`); what reads or writes it goes through fsspec. It has
+    no `__fspath__`, so no local file operation can take it for a local path by mistake."""
+
+    scheme: str
+    key: PurePosixPath  # `bucket/key...`
+
+    @classmethod
+    def parse(cls, url: str) -> ObjectPath:
+        scheme, rest = url.split("://", 1)
+        return cls(scheme.lower(), PurePosixPath(rest.strip("/")))
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.key}"
+
+    def __truediv__(self, part: str) -> ObjectPath:
+        return ObjectPath(self.scheme, self.key / part)
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+    @property
+    def stem(self) -> str:
+        return self.key.stem
+
+    @property
+    def parent(self) -> ObjectPath:
+        return ObjectPath(self.scheme, self.key.parent)
+
+    def relative_to(self, other: ObjectPath) -> PurePosixPath:
+        return self.key.relative_to(other.key)
+
+
 def join(url: str, *parts: str) -> str:
     """`url` with `parts` appended, one slash between each."""
     return "/".join([url.rstrip("/"), *(p.strip("/") for p in parts)])
@@ -96,6 +143,14 @@ def read_bytes(url: str) -> bytes:
     fs, remote = filesystem(url)
     with reporting(url):
         return fs.cat_file(remote)
+
+
+def open_stream(url: str) -> IO[bytes]:
+    """The object at `url` for reading as a stream, in ranged requests of `READ_BLOCK` bytes, each
+    fetched when the reader reaches it (a reader that seeks, as parquet's does, fetches what it reads)."""
+    fs, remote = filesystem(url)
+    with reporting(url):
+        return fs.open(remote, "rb", block_size=READ_BLOCK, cache_type="readahead")
 
 
 def upload(path: str | Path, url: str) -> None:

@@ -6,23 +6,28 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import shutil
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from common.files import read_json, write_json
 from pipeline.config import DedupConfig
 from pipeline.groupby import BATCH_ROWS, EMPTY, batches, fold, group, lookup
 from pipeline.lsh import EXACT
 from pipeline.stage import Runner, Stage
 from pipeline.storage import ParquetSink
 from pipeline.workdir import ComponentsDir, WorkDir
+from pipeline.workfiles import (
+    WorkPath,
+    exists,
+    make_folder,
+    parquet_file,
+    publish_folder,
+    read_json,
+    remove,
+    write_json,
+)
 
 PAIR_SCHEMA = pa.schema([("node", pa.int64()), ("other", pa.int64())])
 NODE_SCHEMA = pa.schema([("node", pa.int64())])
@@ -45,7 +50,7 @@ _NONE = np.iinfo(np.int64).min
 
 def component_partitions(work: WorkDir, cfg: DedupConfig) -> int:
     """Node partitions for `components`, so that one holds about `edges_per_component_partition` edges."""
-    edges = sum(pq.ParquetFile(f).metadata.num_rows for f in work.edge_files())
+    edges = sum(parquet_file(f).metadata.num_rows for f in work.edge_files())
     return max(1, math.ceil(edges / cfg.edges_per_component_partition))
 
 
@@ -67,31 +72,30 @@ def components(work: WorkDir, partitions: int, run: Runner) -> dict[str, int]:
     while step < 3 or step % 2 == 0 or _unsettled(cc, step) > 0:
         for old, folder in cc.steps().items():
             if old < step:
-                shutil.rmtree(folder)
+                remove(folder)
         run(_star_stage(cc, step, partitions))
         step += 1
     run(_roots_stage(cc, step - 1, partitions))
-    duplicates = sum(pq.ParquetFile(cc.roots(part)).metadata.num_rows for part in range(partitions))
-    # One rename publishes every partition's file at once: dedup/dropped/ exists only when complete.
-    shutil.rmtree(work.dropped, ignore_errors=True)
-    os.replace(cc.roots_dir, work.dropped)
-    shutil.rmtree(cc.root)
+    duplicates = sum(parquet_file(cc.roots(part)).metadata.num_rows for part in range(partitions))
+    # Every partition's file at once: dedup/dropped/ is published only when complete (`is_published`).
+    publish_folder(cc.roots_dir, work.dropped)
+    remove(cc.root)
     return {"duplicates": duplicates, "steps": step}
 
 
 def _keep_steps_of(cc: ComponentsDir, layout: dict[str, Any]) -> None:
     """Steps of another partitioning or of other edges cannot be reused: start those over."""
-    if cc.layout.exists() and read_json(cc.layout) != layout:
-        shutil.rmtree(cc.root)
+    if exists(cc.layout) and read_json(cc.layout) != layout:
+        remove(cc.root)
     write_json(cc.layout, layout)
 
 
-def _scatter_stage(cc: ComponentsDir, edge_files: list[Path], partitions: int) -> Stage[Path]:
+def _scatter_stage(cc: ComponentsDir, edge_files: list[WorkPath], partitions: int) -> Stage[WorkPath]:
     return Stage(
         "components step 0 (scatter)",
         edge_files,
         functools.partial(scatter_edges, cc=cc, partitions=partitions),
-        lambda edge_file: cc.done(1, edge_file.stem).exists(),
+        lambda edge_file: exists(cc.done(1, edge_file.stem)),
     )
 
 
@@ -100,7 +104,7 @@ def _star_stage(cc: ComponentsDir, step: int, partitions: int) -> Stage[int]:
         f"components step {step} ({'small' if step % 2 else 'large'}-star)",
         range(partitions),
         functools.partial(star_partition, step, cc=cc, partitions=partitions),
-        lambda part: cc.done(step + 1, cc.producer(part)).exists(),
+        lambda part: exists(cc.done(step + 1, cc.producer(part))),
     )
 
 
@@ -109,11 +113,11 @@ def _roots_stage(cc: ComponentsDir, step: int, partitions: int) -> Stage[int]:
         "components roots",
         range(partitions),
         functools.partial(root_partition, step, cc=cc),
-        lambda part: cc.roots(part).exists(),
+        lambda part: exists(cc.roots(part)),
     )
 
 
-def scatter_edges(edge_file: Path, cc: ComponentsDir, partitions: int) -> dict[str, int]:
+def scatter_edges(edge_file: WorkPath, cc: ComponentsDir, partitions: int) -> dict[str, int]:
     """Components step 0, per edge bucket: edges keyed by their larger end (`node`), as the first
     small-star step reads them, and the nodes of exact-duplicate edges, for the drop reason."""
     producer = edge_file.stem
@@ -159,7 +163,7 @@ def root_partition(step: int, part: int, cc: ComponentsDir) -> dict[str, int]:
     return {"duplicates": len(node), "nodes": len(nodes)}
 
 
-def _small_star(files: list[Path], out: _Scatter) -> dict[str, int]:
+def _small_star(files: list[WorkPath], out: _Scatter) -> dict[str, int]:
     """Pairs keyed by their larger end: each node u and its smaller neighbours N link to m = min(N).
     Written in both directions, as the large-star step needs every node's whole neighbourhood."""
     (nodes,), (least,) = fold(((n,), (o,)) for n, o in _pair_batches(files))
@@ -173,7 +177,7 @@ def _small_star(files: list[Path], out: _Scatter) -> dict[str, int]:
     return {"nodes": len(nodes)}
 
 
-def _large_star(files: list[Path], out: _Scatter) -> dict[str, int]:
+def _large_star(files: list[WorkPath], out: _Scatter) -> dict[str, int]:
     """Pairs in both directions: each node u links its larger neighbours to m = min(u, neighbours),
     keyed by the larger end. Also counts the unsettled nodes, those that are neither a centre (no smaller
     neighbour) nor a leaf (one smaller neighbour, no larger one): with none, every component is a star
@@ -188,7 +192,7 @@ def _large_star(files: list[Path], out: _Scatter) -> dict[str, int]:
     return {"nodes": len(nodes), "unsettled": int(unsettled.sum())}
 
 
-def _pair_batches(files: Sequence[Path]) -> Iterator[list[np.ndarray]]:
+def _pair_batches(files: Sequence[WorkPath]) -> Iterator[list[np.ndarray]]:
     return batches(files, ("node", "other"))
 
 
@@ -196,7 +200,7 @@ class _Scatter:
     """One producer's output, its rows deduplicated per call and appended to the node partition of
     their first column; partitions that receive no row get no file."""
 
-    def __init__(self, out: Path, schema: pa.Schema, partitions: int):
+    def __init__(self, out: WorkPath, schema: pa.Schema, partitions: int):
         self.out, self.schema, self.partitions = out, schema, partitions
         self.sinks: dict[int, ParquetSink] = {}
         self.count = 0
@@ -223,7 +227,7 @@ class _Scatter:
     def close(self) -> None:
         for sink in self.sinks.values():
             sink.close()
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_folder(self.out)
 
 
 def _node_partition(node: np.ndarray, partitions: int) -> np.ndarray:

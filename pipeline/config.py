@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from common.config import Config
-from common.objectstore import is_url
 
 # A fraction of a document's lines, paragraphs, words or characters.
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -199,6 +198,7 @@ class PackConfig(Config):
 
 class DataConfig(Config):
     seed: int = Field(1234, ge=0)
+    # A local folder or an object-storage URL (`s3://bucket/prefix`: every stage reads and writes there).
     work_dir: str = "data/work/sample"
     # Sources in priority order: when duplicates are found, the copy of the earliest source survives.
     sources: dict[str, SourceConfig] = Field(min_length=1)
@@ -210,16 +210,6 @@ class DataConfig(Config):
     total_tokens: int | None = Field(None, gt=0)
     write_rejects: bool = True
     pack: PackConfig = PackConfig()
-
-    @field_validator("work_dir")
-    @classmethod
-    def _local_work_dir(cls, value: str) -> str:
-        if is_url(value):
-            raise ValueError(
-                "work_dir must be a local folder for now; sources (`paths`) and `pack.out_dir` may be"
-                " object-storage URLs"
-            )
-        return value
 
     @model_validator(mode="after")
     def _one_mixing_mode(self) -> DataConfig:

@@ -22,10 +22,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from common.config import ConfigError
-from common.files import read_json, write_json
 from pipeline.config import DecontamConfig
 from pipeline.eval_documents import EvalDocuments, read_eval_documents
 from pipeline.mix import doc_counts
@@ -34,6 +32,7 @@ from pipeline.plan import Partition
 from pipeline.stage import Stage, partition_stage
 from pipeline.storage import write_table
 from pipeline.workdir import WorkDir, remove_outputs
+from pipeline.workfiles import exists, read_json, read_table, write_json
 
 DECONTAM = "decontam"
 CONTAMINATED_SCHEMA = pa.schema(
@@ -182,7 +181,7 @@ def decontam_stage(work: WorkDir, parts: Sequence[Partition], ngrams: EvalNgrams
 def decontam_partition(part: Partition, work: WorkDir, ngrams: EvalNgrams) -> dict[str, int]:
     """Stage-6 task: split one train partition into its clean documents and its contaminated ones."""
     pid = part.pid
-    train = pq.read_table(work.train(pid))
+    train = read_table(work.train(pid))
     matches = [ngrams.first_match(text) for text in train.column("text").to_pylist()]
     hit = pa.array([m is not None for m in matches], pa.bool_())
     found = [m for m in matches if m is not None]
@@ -213,7 +212,7 @@ def decontam_partition(part: Partition, work: WorkDir, ngrams: EvalNgrams) -> di
 def drop_stale(work: WorkDir, pids: Sequence[str], fingerprint: str) -> None:
     """Remove the decontamination and mix outputs when a finished partition used other eval keys
     (the eval tasks' items changed): both stages then run again."""
-    done = [work.stats(DECONTAM, pid) for pid in pids if work.stats(DECONTAM, pid).exists()]
+    done = [work.stats(DECONTAM, pid) for pid in pids if exists(work.stats(DECONTAM, pid))]
     if all(read_json(path)["ngrams"] == fingerprint for path in done):
         return
     print("[decontam] the eval tasks' documents changed: redoing the decontam and mix stages", flush=True)

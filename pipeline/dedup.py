@@ -22,10 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import xxhash
 
-from common.files import atomic_write, write_json
 from pipeline.config import DedupConfig
 from pipeline.groupby import batches, fold, lookup
 from pipeline.lsh import BAND, EXACT, band_keys, exact_key, minhash
@@ -34,6 +32,7 @@ from pipeline.plan import Partition
 from pipeline.stage import Stage
 from pipeline.storage import ParquetSink, write_table
 from pipeline.workdir import WorkDir
+from pipeline.workfiles import LocalCopies, atomic_write, exists, read_table, write_json
 
 # `digest`: a hash of the document's whole signature, so that a key whose documents all have the same
 # signature needs no comparison (0 when nothing is verified).
@@ -70,14 +69,14 @@ def signature_stage(
         "minhash",
         parts,
         lambda part: signature_partition(part, cfg, work, buckets),
-        lambda part: work.signatures_done(part.pid).exists(),
+        lambda part: exists(work.signatures_done(part.pid)),
     )
 
 
 def signature_partition(part: Partition, cfg: DedupConfig, work: WorkDir, buckets: int) -> dict[str, int]:
     """Stage-2 task: scatter one filtered partition's keys into the bucket partitions and, when LSH
     candidates are verified, store its signatures."""
-    table = pq.read_table(work.filtered(part.pid), columns=["text"])
+    table = read_table(work.filtered(part.pid), columns=["text"])
     kinds, keys, nodes, digests = [], [], [], []
     verify = cfg.min_similarity > 0
     minhashes = np.empty((len(table) if verify else 0, cfg.bands * cfg.rows), dtype=STORED_MINHASH)
@@ -123,7 +122,7 @@ def bucket_stage(work: WorkDir, buckets: int, cfg: DedupConfig) -> Stage[int]:
         "buckets",
         range(buckets),
         lambda bucket: bucket_partition(bucket, work, cfg),
-        lambda bucket: work.edges(bucket).exists(),
+        lambda bucket: exists(work.edges(bucket)),
     )
 
 
@@ -158,20 +157,22 @@ def bucket_partition(bucket: int, work: WorkDir, cfg: DedupConfig) -> dict[str, 
             pa.table({"node": node[linked], "root": root[linked], "kind": kind[linked]}, schema=EDGE_SCHEMA)
         )
     sink.close()
+    stored.local.close()
     return {"edges": sink.count, "keys": len(least), "dissimilar": dissimilar}
 
 
 class StoredMinhashes:
     """The stored signatures of every partition, memory-mapped (the page cache holds them, not the
-    task), compared `VERIFY_ROWS` pairs at a time."""
+    task), compared `VERIFY_ROWS` pairs at a time; of a work dir in object storage, node-local copies
+    (`workfiles.LocalCopies`)."""
 
     def __init__(self, work: WorkDir, cfg: DedupConfig):
-        self.work, self.width = work, cfg.bands * cfg.rows
+        self.work, self.width, self.local = work, cfg.bands * cfg.rows, LocalCopies()
         # Bounded: a mapping holds a file descriptor, and a corpus may have tens of thousands of files.
         self.partition = functools.lru_cache(maxsize=256)(self._map)
 
     def _map(self, index: int) -> np.ndarray:
-        return np.load(self.work.minhashes(index), mmap_mode="r", allow_pickle=False)
+        return np.load(self.local(self.work.minhashes(index)), mmap_mode="r", allow_pickle=False)
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The share of equal stored values of the signatures of nodes a[i] and b[i]. A pair repeats

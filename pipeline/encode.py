@@ -20,11 +20,11 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 import tokenizer
 from common.shards import TokenizerInfo
 from pipeline.cluster import ray_cpus
+from pipeline.workfiles import as_path, parquet_file
 from tokenizer.engines import EngineChoice, flat
 
 ENCODED_SCHEMA = pa.schema(
@@ -285,7 +285,8 @@ def encode_row_groups(
     group), read here (text never passes through Ray's object store) and encoded by `encoder()`, a
     table per pack task; the table itself when there is one pack task, as Ray returns one value."""
     tables = [
-        pq.ParquetFile(path).read_row_group(group, columns=["id", "text", "source"]) for path, group in units
+        parquet_file(as_path(path)).read_row_group(group, columns=["id", "text", "source"])
+        for path, group in units
     ]
     parts = encoder().encode_parts(pa.concat_tables(tables))
     return parts if len(parts) > 1 else parts[0]

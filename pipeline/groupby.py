@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
+
+from pipeline.workfiles import WorkPath, parquet_file
 
 BATCH_ROWS = 1 << 16
 EMPTY = np.empty(0, dtype=np.int64)
 
 
-def batches(files: Sequence[Path], columns: Sequence[str]) -> Iterator[list[np.ndarray]]:
+def batches(files: Sequence[WorkPath], columns: Sequence[str]) -> Iterator[list[np.ndarray]]:
     """The columns of every file, `BATCH_ROWS` rows at a time, as numpy arrays."""
     for f in files:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, columns=list(columns)):
+        for batch in parquet_file(f).iter_batches(batch_size=BATCH_ROWS, columns=list(columns)):
             yield [batch.column(c).to_numpy() for c in columns]
 
 

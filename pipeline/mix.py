@@ -15,15 +15,14 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from common.files import write_json
 from pipeline.config import DataConfig
 from pipeline.dedup import node_range
 from pipeline.plan import Partition
 from pipeline.stage import Stage, partition_stage
 from pipeline.storage import DOC_SCHEMA, write_table
 from pipeline.workdir import WorkDir
+from pipeline.workfiles import read_table, write_json
 
 SPLIT, MIX = "split", "mix"
 DUPS_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("reason", pa.string())])
@@ -46,9 +45,9 @@ def split_stage(cfg: DataConfig, work: WorkDir, parts: Sequence[Partition]) -> S
 def split_partition(part: Partition, cfg: DataConfig, work: WorkDir) -> dict[str, int]:
     """Stage-5 task: remove the partition's duplicates, then split it into train and validation."""
     pid = part.pid
-    table = pq.read_table(work.filtered(pid))
+    table = read_table(work.filtered(pid))
     lo, hi = node_range(part.index)
-    dropped = pq.read_table(work.dropped, filters=[("node", ">=", lo), ("node", "<", hi)])
+    dropped = read_table(work.dropped, filters=[("node", ">=", lo), ("node", "<", hi)])
     dup_rows = (dropped.column("node").to_numpy() - lo).astype("int64")
     is_dup = [False] * len(table)
     for row in dup_rows.tolist():
@@ -138,7 +137,7 @@ def mix_partition(part: Partition, cfg: DataConfig, work: WorkDir, rates: dict[s
     Output files are named by a hash of (seed, partition) so that reading them in name order
     interleaves the sources instead of reading one source after the other."""
     pid = part.pid
-    train = pq.read_table(work.decontaminated(pid))
+    train = read_table(work.decontaminated(pid))
     rate = rates[part.source]
     ids = train.column("id").to_pylist()
     picks, out_ids = [], []

@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import tokenizer
 from common.config import fingerprint
-from common.files import check_output_folder, publish, read_json, remove_temporaries, write_json
+from common.files import check_output_folder, publish, remove_temporaries, write_json
 from common.lock import LOCK_FILE, DirectoryLock, ObjectLock
 from common.objectstore import is_url
 from common.shards import (
@@ -55,30 +55,40 @@ from pipeline.stage import Progress
 from pipeline.track import log_data_run, summary
 from pipeline.window_packing import SourceCounts, empty_record, finished_windows, pack_windows
 from pipeline.workdir import WorkDir
+from pipeline.workfiles import (
+    LocalCopies,
+    WorkPath,
+    exists,
+    glob,
+    parquet_file,
+    read_json,
+    read_table,
+    stamp,
+)
 
 PARTS = ".parts"
 STATE = ".pack-state.json"
 VALID = "valid"
 
 
-def input_files(folder: Path) -> list[Path]:
-    files = sorted(folder.rglob("*.parquet"))
+def input_files(folder: WorkPath) -> list[WorkPath]:
+    files = glob(folder, "**/*.parquet")
     if not files:
         raise FileNotFoundError(f"{folder}: no parquet files to pack; run the mix stage first (`make data`)")
     return files
 
 
-def _inputs_fingerprint(files: list[Path], root: Path) -> list[list[Any]]:
-    return [[str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+def _inputs_fingerprint(files: list[WorkPath], root: WorkPath) -> list[list[Any]]:
+    return [[str(f.relative_to(root)), *stamp(f)] for f in files]
 
 
-def _count_docs(files: list[Path]) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+def _count_docs(files: list[WorkPath]) -> int:
+    return sum(parquet_file(f).metadata.num_rows for f in files)
 
 
-def _check_schema(files: list[Path]) -> None:
+def _check_schema(files: list[WorkPath]) -> None:
     for f in files:
-        names = set(pq.read_schema(f).names)
+        names = set(parquet_file(f).schema_arrow.names)
         if missing := {"id", "text", "source"} - names:
             raise ValueError(f"{f}: not a normalized document file, missing columns {sorted(missing)}")
 
@@ -112,9 +122,9 @@ def _pack_to_store(cfg: DataConfig, verbose: bool) -> tuple[Manifest, bool]:
 
 def _pack_locked(cfg: DataConfig, out: Path, verbose: bool) -> tuple[Manifest, bool]:
     work = WorkDir(cfg.work_dir)
-    stats = read_json(work.stats_json) if work.stats_json.is_file() else {}
+    stats = read_json(work.stats_json) if exists(work.stats_json) else {}
     valid, valid_skipped = None, True
-    if work.valid_dir.is_dir() and _count_docs(sorted(work.valid_dir.rglob("*.parquet"))):
+    if exists(work.valid_dir) and _count_docs(glob(work.valid_dir, "**/*.parquet")):
         _, valid_skipped = pack_valid(work.valid_dir, out / VALID, cfg, verbose)
         valid = VALID
     manifest, skipped = pack_split(
@@ -146,8 +156,8 @@ def _targets(cfg: DataConfig, stats: dict[str, Any]) -> dict[str, float]:
 
 
 def plan_split(
-    src: Path, cfg: DataConfig, partial_row: str, files: list[Path] | None = None
-) -> tuple[list[Path], int, dict[str, Any]]:
+    src: WorkPath, cfg: DataConfig, partial_row: str, files: list[WorkPath] | None = None
+) -> tuple[list[WorkPath], int, dict[str, Any]]:
     """Input files (`files`, else every one under `src`), number of shuffle windows, and the state that
     names this exact piece of work."""
     files = input_files(src) if files is None else files
@@ -163,7 +173,7 @@ def plan_split(
 
 
 def pack_split(
-    src: Path,
+    src: WorkPath,
     out: Path,
     cfg: DataConfig,
     *,
@@ -172,7 +182,7 @@ def pack_split(
     sources: SourceCounts | None = None,
     targets: dict[str, float] | None = None,
     verbose: bool = False,
-    files: list[Path] | None = None,
+    files: list[WorkPath] | None = None,
 ) -> tuple[Manifest, bool]:
     """Pack every document under `src` (or its `files` only) into shards in `out`, resuming from
     finished windows.
@@ -222,7 +232,7 @@ def pack_split(
     return manifest, False
 
 
-def pack_valid(src: Path, out: Path, cfg: DataConfig, verbose: bool = False) -> tuple[Manifest, bool]:
+def pack_valid(src: WorkPath, out: Path, cfg: DataConfig, verbose: bool = False) -> tuple[Manifest, bool]:
     """Pack the held-out split per source, each into `<out>/<source>/`, and list every source's shards in
     `<out>/manifest.json` with their `source`: one shard folder to a reader of the whole split, rows of a
     single source each for per-source validation. Partial rows are padded, not dropped: every held-out
@@ -271,11 +281,11 @@ def is_pack_output(folder: Path) -> bool:
     return all(path.is_dir() and not path.is_symlink() and is_pack_output(path) for path in rest)
 
 
-def files_by_source(files: list[Path]) -> dict[str, list[Path]]:
+def files_by_source(files: list[WorkPath]) -> dict[str, list[WorkPath]]:
     """The document files of each source (a partition holds one source), sources in name order."""
-    by_source: dict[str, list[Path]] = {}
+    by_source: dict[str, list[WorkPath]] = {}
     for path in files:
-        names = pq.read_table(path, columns=["source"]).column("source").unique().to_pylist()
+        names = read_table(path, columns=["source"]).column("source").unique().to_pylist()
         if len(names) > 1:
             raise ValueError(f"{path}: documents of sources {sorted(names)}; a partition holds one source")
         for name in names:
@@ -284,13 +294,14 @@ def files_by_source(files: list[Path]) -> dict[str, list[Path]]:
 
 
 # The tasks' functions live in light modules: a worker imports those, not this one (MLflow, seconds).
-# Named for the dashboard's task list.
+# Named for the dashboard's task list. A pack task writes the local folder `parts` of this process's
+# node, so it runs there (`_on_this_node`); the encode tasks, the work, run anywhere.
 _encode = ray.remote(num_cpus=1, name="pack encode")(encode_row_groups)
 _pack = ray.remote(num_cpus=1, name="pack windows")(pack_windows)
 
 
 def run_windows(
-    files: list[Path],
+    files: list[WorkPath],
     parts: Path,
     cfg: DataConfig,
     n_windows: int,
@@ -320,14 +331,13 @@ def run_windows(
     )
     # One encode task per parquet row group, read by the task itself: text never passes through the
     # object store, only the encoded documents, once, from the encode task to their pack task.
-    units = [(str(f), g) for f in files for g in range(pq.ParquetFile(f).num_row_groups)]
+    units = [(str(f), g) for f in files for g in range(parquet_file(f).num_row_groups)]
     started: list[ray.ObjectRef] = []
     try:
         encoded = _start_encodes(encoder, units, len(windows), cfg.pack.encoders, started)
         args = (str(parts), cfg.pack.seq_len, cfg.pack.rows_per_shard, partial_row)
-        packing = {
-            _pack.remote(*args, *(refs[i] for refs in encoded)): part for i, part in enumerate(windows)
-        }
+        pack = _pack.options(scheduling_strategy=_on_this_node())
+        packing = {pack.remote(*args, *(refs[i] for refs in encoded)): part for i, part in enumerate(windows)}
         started.extend(packing)
         while packing:
             [ready], _ = ray.wait(list(packing))
@@ -341,6 +351,11 @@ def run_windows(
         ray.wait(started, num_returns=len(started))
         raise
     progress.finish()
+
+
+def _on_this_node() -> NodeAffinitySchedulingStrategy:
+    """Tasks that must run on the driver's node (they write its local folders)."""
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def _start_encodes(
@@ -450,8 +465,10 @@ def pack_job(cfg: DataConfig, verbose: bool = False) -> Manifest:
     out = work.staged_shards if is_url(cfg.pack.out_dir) else Path(cfg.pack.out_dir)
     valid = read_manifest(out / manifest.valid) if manifest.valid else None
     digest = manifest_hash(out)
-    artifacts = [work.stats_json, work.report_png, work.report_md]
-    uri, run_id = log_data_run(out, manifest, digest, valid, artifacts, skipped)
+    with LocalCopies() as local:
+        reports = [work.stats_json, work.report_png, work.report_md]
+        artifacts = [local(path) for path in reports if exists(path)]
+        uri, run_id = log_data_run(out, manifest, digest, valid, artifacts, skipped)
     print(summary(out, manifest, valid, digest, skipped), flush=True)
     print(f"[pack] MLflow run {run_id} (experiment data) in {uri}", flush=True)
     return manifest

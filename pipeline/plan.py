@@ -9,11 +9,11 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from common.config import ConfigError
-from common.files import read_json, write_json
 from pipeline.config import DataConfig
 from pipeline.inputs import require_input, sources_without_input
 from pipeline.sources import expand_paths
 from pipeline.workdir import WorkDir, remove_outputs
+from pipeline.workfiles import exists, read_json, write_json
 
 # Settings that only the split, decontam and mix stages read: changing them redoes those stages only.
 MIX_FIELDS = ("seed", "valid_fraction", "total_tokens", "decontam")
@@ -67,7 +67,7 @@ def make_plan(cfg: DataConfig) -> Plan:
     Raises InputError, before anything is written, when a required source matches no file."""
     work = WorkDir(cfg.work_dir)
     upstream, mix = config_hashes(cfg)
-    if work.plan.exists():
+    if exists(work.plan):
         plan = Plan.from_json(read_json(work.plan))
         if plan.config_hash != upstream:
             raise ConfigError(

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import tokenizer
-from common.files import write_json
 from pipeline.cluster import ray_cpus
 from pipeline.config import DataConfig, SourceConfig
 from pipeline.filters import Doc, Filter, build_chain, run_chain
@@ -25,6 +24,7 @@ from pipeline.sources import FILE, TRUNCATED, BadRow, Record, excluded, read_fil
 from pipeline.stage import Stage, partition_stage
 from pipeline.storage import BAD_SCHEMA, FILTERED_SCHEMA, REJECT_SCHEMA, ParquetSink
 from pipeline.workdir import WorkDir
+from pipeline.workfiles import write_json
 
 FILTER = "filter"
 

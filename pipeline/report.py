@@ -13,13 +13,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from common.files import atomic_write, write_json, write_text  # noqa: E402
 from pipeline.config import DataConfig  # noqa: E402
 from pipeline.counts import MIX_STEPS, READ_STEPS, REPORT_STEPS  # noqa: E402
 from pipeline.inputs import file_outcomes, sources_without_input  # noqa: E402
 from pipeline.mix import shares  # noqa: E402
 from pipeline.plan import Plan  # noqa: E402
 from pipeline.workdir import WorkDir  # noqa: E402
+from pipeline.workfiles import atomic_write, write_json, write_text  # noqa: E402
 
 PartitionStats = dict[str, dict[str, Any]]
 

@@ -8,10 +8,6 @@ partitions and redoes only the others. `_SUCCESS.json` is written when every sta
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from common.files import remove_temporaries, write_json
-from common.lock import DirectoryLock
 from pipeline.cluster import job_metadata, start_ray
 from pipeline.components import component_partitions, components
 from pipeline.config import DataConfig
@@ -24,19 +20,20 @@ from pipeline.read_filter import FILTER, filter_stage
 from pipeline.report import collect, write_report
 from pipeline.stage import run_on_ray
 from pipeline.workdir import WorkDir
+from pipeline.workfiles import WorkPath, is_published, lock, remove_temporaries, write_json
 
 
-def run(cfg: DataConfig, verbose: bool = False) -> Path:
+def run(cfg: DataConfig, verbose: bool = False) -> WorkPath:
     """Run (or resume) every stage, holding the work dir's lock; returns the work dir. Another job in
     the work dir raises LockError before anything is touched. A required source without input raises
     InputError: when planning if it matches no file, else after the filter stage (before dedup). An
     unknown eval task to decontaminate against raises ConfigError before any stage."""
-    with DirectoryLock(cfg.work_dir):
-        return _run_locked(cfg, verbose)
-
-
-def _run_locked(cfg: DataConfig, verbose: bool) -> Path:
     work = WorkDir(cfg.work_dir)
+    with lock(work.root):
+        return _run_locked(cfg, work, verbose)
+
+
+def _run_locked(cfg: DataConfig, work: WorkDir, verbose: bool) -> WorkPath:
     plan = make_plan(cfg)
     # Half-written files of a killed run (finished ones were renamed); with the lock held, no other
     # job's are in flight.
@@ -58,7 +55,7 @@ def _run_locked(cfg: DataConfig, verbose: bool) -> Path:
     buckets = bucket_partitions(cfg.dedup, sum(s["kept_docs"] for s in filtered.values()))
     run_on_ray(signature_stage(cfg.dedup, work, parts, buckets))
     run_on_ray(bucket_stage(work, buckets, cfg.dedup))
-    if work.dropped.exists():
+    if is_published(work.dropped):
         print("[components] done before", flush=True)
     else:
         components(work, component_partitions(work, cfg.dedup), run_on_ray)

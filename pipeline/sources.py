@@ -1,15 +1,18 @@
 """Readers for the five upstream corpora in their native schemas, normalized to the document schema.
 
-Each input file is read as a stream of rows; a row that cannot become a document (malformed JSON,
-invalid UTF-8 in a line or a parquet cell, wrong schema, empty or huge text) is yielded as a `BadRow`
-with its reason instead of raising, and never costs the rows after it. A parquet row group that cannot
-be read (a corrupt page) is one `BadRow` standing for its rows from where it broke, named with the
-group and the rows; the next group is read. A file that cannot be opened or breaks part-way ends with
-one `BadRow(FILE, ...)` after the rows read before the break: `truncated file` when it was cut short
-(a compressed frame or the parquet footer is missing), `unreadable file` otherwise.
+Each input file (JSON lines, parquet, Arrow IPC) is read as a stream of rows; a row that cannot become
+a document (malformed JSON, invalid UTF-8 in a line or a cell, wrong schema, empty or huge text) is
+yielded as a `BadRow` with its reason instead of raising, and never costs the rows after it. A parquet
+row group that cannot be read (a corrupt page) keeps its rows before the bad page and is one `BadRow`
+standing for the rest, named with the group and the rows; the next group is read. An Arrow record
+batch that cannot be read is one `BadRow` for its rows where its length is known, else the file ends
+there. A file that cannot be opened or breaks part-way ends with one `BadRow(FILE, ...)` after the
+rows read before the break: `truncated file` when it was cut short (a compressed frame, a footer or
+an Arrow stream's end is missing), `unreadable file` otherwise.
 
 A file is read as it is parsed, never fetched whole first: an object-storage URL (`s3://...`) is read
-in ranged requests of `READ_BLOCK` bytes, and a parquet file's footer and then one row group at a time.
+in ranged requests of `READ_BLOCK` bytes, a parquet file's footer and then one row group at a time,
+an Arrow file one record batch at a time.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import functools
 import io
 import json
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO, Any, Protocol
@@ -29,14 +32,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from common.objectstore import filesystem, is_url, storage_error
+from common.objectstore import filesystem, is_url, open_stream, storage_error
 from pipeline.config import ExcludeRule, SourceConfig
 
 PARQUET_BATCH_ROWS = 1024
-# Bytes of an object fetched per ranged request (and read ahead of the parser): large enough for the
-# store's throughput, small enough that the first rows never wait for a whole object.
-READ_BLOCK = 8 << 20
 PARQUET_MAGIC = b"PAR1"
+# An Arrow IPC file is its magic, padding to 8 bytes, an IPC stream, the footer, and the magic again.
+ARROW_FILE_MAGIC = b"ARROW1"
+ARROW_STREAM_START = 8
+ARROW_STREAM_END = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # a stream's last message: length 0
 # Compressed bytes handed to a decompressor at a time (bounds what one call expands to), and the size
 # of the buffer lines are cut from.
 COMPRESSED_CHUNK = 1 << 16
@@ -146,18 +150,16 @@ class SourceUnreachable(Exception):
     again, and the cause is the store, not the file."""
 
 
-def open_input(path: str) -> IO[bytes]:
-    """The file at `path` (a local path or a URL) for reading as a stream: a URL in ranged requests of
-    `READ_BLOCK` bytes, each fetched when the reader reaches it."""
-    fs, inner = filesystem(path)
-    return fs.open(inner, "rb", block_size=READ_BLOCK, cache_type="readahead")
-
-
 def read_file(source: str, path: str, cfg: SourceConfig) -> Iterator[Record | BadRow]:
     """Rows of one file as `Record`s (or `BadRow`s), in file order; a file that breaks part-way ends
     with one `BadRow(FILE, ...)` saying why, after every row read before the break. A URL the store
     refuses to serve raises SourceUnreachable."""
-    rows = _parquet_rows(path) if path.endswith(".parquet") else _json_rows(path)
+    if path.endswith(".parquet"):
+        rows = _parquet_rows(path)
+    elif path.endswith(".arrow"):
+        rows = _arrow_rows(path)
+    else:
+        rows = _json_rows(path)
     tail = "/".join(PurePosixPath(path).parts[-2:])
     try:
         for index, raw in rows:
@@ -185,21 +187,52 @@ def excluded(record: Record, rules: list[ExcludeRule]) -> str | None:
 
 
 def _parquet_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
-    """Row group by row group, so that a group that cannot be read costs its own rows only."""
-    with open_input(path) as f:
+    """Row group by row group, so that a group that cannot be read costs its own rows only, and of
+    those only the rows from its first unreadable page on (docs/reliability.md says why not fewer)."""
+    with open_stream(path) as f:
         parquet = _open_parquet(f)
         index = 0
         for group in range(parquet.num_row_groups):
-            end = index + parquet.metadata.row_group(group).num_rows
+            start, end = index, index + parquet.metadata.row_group(group).num_rows
             try:
                 for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[group]):
                     yield from enumerate(_batch_rows(batch, index), index)
                     index += batch.num_rows
             except (OSError, pa.ArrowException) as e:  # a corrupt page or column chunk
+                if _refused(e, path):
+                    raise
+                failed = min(end, index + PARQUET_BATCH_ROWS)
+                batch = _readable_rows(parquet, group, index - start, failed - start)
+                yield from enumerate(_batch_rows(batch, index), index)
+                index += batch.num_rows
                 lost = f"group {group}, rows {index}-{end - 1}"
                 reason = f"unreadable row group: {lost}: {type(e).__name__}: {e}"[:500]
                 yield index, BadRow(index, reason, rows=end - index)
             index = end
+
+
+def _readable_rows(parquet: pq.ParquetFile, group: int, done: int, failed: int) -> pa.RecordBatch:
+    """The rows of `group` from row `done` (those before it were read) up to its first row that cannot
+    be read, which comes before row `failed` (a first batch of `failed` rows did not read). pyarrow
+    reads a column chunk from its first page on and cannot skip one, so the longest first batch that
+    reads is found by bisection: at most log2(PARQUET_BATCH_ROWS) tries, each decoding the group up to
+    its size again."""
+    good, bad = done, failed
+    found = pa.RecordBatch.from_pylist([], schema=parquet.schema_arrow)
+    while bad - good > 1:
+        size = (good + bad) // 2
+        try:
+            found = next(parquet.iter_batches(batch_size=size, row_groups=[group])).slice(done)
+            good = size
+        except (OSError, pa.ArrowException):
+            bad = size
+    return found
+
+
+def _refused(error: Exception, path: str) -> bool:
+    """Whether `error` is the store not serving `path` (which `read_file` raises as SourceUnreachable)
+    rather than bytes that cannot be decoded: both reach a reader as an OSError."""
+    return is_url(path) and storage_error(error, path) is not None
 
 
 def _batch_rows(batch: pa.RecordBatch, start: int) -> list[dict[str, Any] | BadRow]:
@@ -233,9 +266,10 @@ def _cell_preview(column: pa.Array, i: int) -> str:
 
 def _open_parquet(f: IO[bytes]) -> pq.ParquetFile:
     """The file's reader. A file that starts like parquet but lacks the footer at its end (the schema
-    and the row-group index) was cut short; without the footer none of its rows can be found."""
+    and the row-group index) was cut short; without the footer none of its rows can be found. A page
+    whose writer stored its checksum is checked: a changed byte costs the page's rows, not wrong text."""
     try:
-        return pq.ParquetFile(f)
+        return pq.ParquetFile(f, page_checksum_verification=True)
     except pa.ArrowInvalid:
         size = f.seek(0, io.SEEK_END)
         f.seek(0)
@@ -244,6 +278,162 @@ def _open_parquet(f: IO[bytes]) -> pq.ParquetFile:
         if head == PARQUET_MAGIC[: len(head)] and f.read() != PARQUET_MAGIC:
             raise TruncatedFile(f"parquet footer missing after {size} bytes") from None
         raise
+
+
+def _arrow_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
+    """Record batch by record batch, from the IPC file format (it starts with `ARROW1`) or the stream
+    format (what `datasets.save_to_disk` writes)."""
+    with open_stream(path) as f:
+        if f.read(len(ARROW_FILE_MAGIC)) == ARROW_FILE_MAGIC:
+            yield from _arrow_file_rows(f, path)
+        else:
+            yield from _arrow_stream_rows(f, 0, path)
+
+
+def _arrow_file_rows(f: IO[bytes], path: str) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
+    """The footer indexes every batch, so a batch that cannot be decoded is skipped, counted as its rows
+    when one of its columns alone can be decoded (the row count is in its header). Without the footer
+    the file was cut short: the stream inside it keeps the batches before the cut."""
+    size = f.seek(0, io.SEEK_END)
+    try:
+        reader = pa.ipc.open_file(f)
+    except pa.ArrowInvalid:
+        f.seek(size - len(ARROW_FILE_MAGIC))
+        if f.read() == ARROW_FILE_MAGIC:
+            raise
+        try:
+            ended = yield from _arrow_stream_rows(f, ARROW_STREAM_START, path)
+        except TruncatedFile:
+            ended = True
+        if ended:  # else a batch that cannot be decoded ended it, and its `BadRow` says so
+            raise TruncatedFile(f"arrow file footer missing after {size} bytes") from None
+        return
+    index = 0
+    for number in range(reader.num_record_batches):
+        try:
+            batch = reader.get_batch(number)
+        except (OSError, pa.ArrowException) as e:
+            if _refused(e, path):
+                raise
+            if (rows := _batch_length(f, number, len(reader.schema))) is None:
+                yield index, _rest_lost(number, index, e)
+                return
+            yield index, _lost_batch(number, index, rows, f"{type(e).__name__}: {e}")
+            index += rows
+            continue
+        yield from _arrow_batch_rows(batch, number, index)
+        index += batch.num_rows
+
+
+def _batch_length(f: IO[bytes], number: int, fields: int) -> int | None:
+    """The rows of batch `number` of an IPC file, from the first column that decodes alone, or None."""
+    for field in range(fields):
+        options = pa.ipc.IpcReadOptions(included_fields=[field])
+        try:
+            return pa.ipc.open_file(f, options=options).get_batch(number).num_rows
+        except (OSError, pa.ArrowException):
+            continue
+    return None
+
+
+def _arrow_stream_rows(
+    f: IO[bytes], start: int, path: str
+) -> Generator[tuple[int, dict[str, Any] | BadRow], None, bool]:
+    """The batches of an IPC stream from byte `start`; returns whether it was read to its end. A batch
+    that cannot be decoded ends the file (one `BadRow(FILE, ...)`): the stream does not say how many
+    rows it held, so no row after it would have its place. A stream that ends inside a message or
+    without its end-of-stream marker was cut short."""
+    size = f.seek(0, io.SEEK_END)
+    f.seek(start)
+    index, number = 0, 0
+    try:
+        reader = pa.ipc.open_stream(f)
+        while True:
+            batch = reader.read_next_batch()
+            yield from _arrow_batch_rows(batch, number, index)
+            index, number = index + batch.num_rows, number + 1
+    except StopIteration:
+        end = f.tell()
+        f.seek(max(start, end - len(ARROW_STREAM_END)))
+        if f.read(len(ARROW_STREAM_END)) != ARROW_STREAM_END:
+            raise TruncatedFile(f"arrow stream ends early after {size} bytes") from None
+        return True
+    except (OSError, pa.ArrowException) as e:
+        if _refused(e, path):
+            raise
+        if f.tell() >= size:  # the reader ran out of bytes inside a message
+            raise TruncatedFile(f"arrow stream ends early after {size} bytes") from None
+        yield index, _rest_lost(number, index, e)
+        return False
+
+
+def _arrow_batch_rows(
+    batch: pa.RecordBatch, number: int, index: int
+) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
+    """The rows of a batch, or one `BadRow` for them all when its buffers do not hold together (an
+    offset past the data): reading such a batch reads memory it does not own."""
+    if (problem := _unsound(batch)) is not None:
+        yield index, _lost_batch(number, index, batch.num_rows, problem)
+    else:
+        yield from enumerate(_batch_rows(batch, index), index)
+
+
+def _unsound(batch: pa.RecordBatch) -> str | None:
+    """Why the batch's buffers do not hold together, or None. Parquet decoding makes sound arrays, but
+    IPC buffers are taken as they are on disk. Invalid UTF-8 alone is no such problem: it costs its
+    rows only (`_batch_rows`)."""
+    try:
+        batch.validate(full=True)
+        return None
+    except pa.ArrowInvalid:
+        pass
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        try:
+            column.view(_bytes_type(column.type)).validate(full=True)
+        except pa.ArrowException as e:
+            return f"`{name}`: {e}"
+    return None
+
+
+def _bytes_type(kind: pa.DataType) -> pa.DataType:
+    """`kind` with each string type in it made its binary twin: the same buffers, whose full validation
+    checks offsets and lengths but not UTF-8. Types not named here (unions, list views) keep their
+    strings, and their check: there invalid UTF-8 costs the batch."""
+    if pa.types.is_string(kind):
+        return pa.binary()
+    if pa.types.is_large_string(kind):
+        return pa.large_binary()
+    if pa.types.is_string_view(kind):
+        return pa.binary_view()
+    if pa.types.is_struct(kind):
+        return pa.struct([_bytes_field(field) for field in kind])
+    if pa.types.is_map(kind):
+        return pa.map_(_bytes_field(kind.key_field), _bytes_field(kind.item_field))
+    if pa.types.is_list(kind):
+        return pa.list_(_bytes_field(kind.value_field))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(_bytes_field(kind.value_field))
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(_bytes_field(kind.value_field), kind.list_size)
+    if pa.types.is_dictionary(kind):
+        return pa.dictionary(kind.index_type, _bytes_type(kind.value_type), kind.ordered)
+    return kind
+
+
+def _bytes_field(field: pa.Field) -> pa.Field:
+    return field.with_type(_bytes_type(field.type))
+
+
+def _lost_batch(number: int, index: int, rows: int, problem: str) -> BadRow:
+    """One `BadRow` standing for the rows of a record batch that cannot be read, named."""
+    reason = f"unreadable record batch: batch {number}, rows {index}-{index + rows - 1}: {problem}"
+    return BadRow(index, reason[:500], rows=rows)
+
+
+def _rest_lost(number: int, index: int, error: Exception) -> BadRow:
+    """The file from a record batch of unknown length on: the rest is unreadable."""
+    reason = f"{UNREADABLE}: record batch {number} (from row {index}): {type(error).__name__}: {error}"
+    return BadRow(FILE, reason[:500])
 
 
 class _Decompressor(Protocol):
@@ -315,7 +505,7 @@ def _open_lines(raw: IO[bytes], path: str) -> IO[bytes]:
 
 
 def _json_rows(path: str) -> Iterator[tuple[int, dict[str, Any] | BadRow]]:
-    with open_input(path) as raw, _open_lines(raw, path) as f:
+    with open_stream(path) as raw, _open_lines(raw, path) as f:
         for index, line in enumerate(f):
             yield index, parse_line(index, line)
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Generic, TextIO, TypeVar
 
 import ray
 
+from pipeline.workfiles import exists
+
 if TYPE_CHECKING:
     from pipeline.plan import Partition
     from pipeline.workdir import WorkDir
@@ -43,7 +45,7 @@ def partition_stage(
     name: str, work: WorkDir, parts: Sequence[Partition], run: Callable[[Partition], dict[str, int]]
 ) -> Stage[Partition]:
     """One task per partition, done when its `stats/<name>/<pid>.json` (written last) exists."""
-    return Stage(name, parts, run, lambda part: work.stats(name, part.pid).exists())
+    return Stage(name, parts, run, lambda part: exists(work.stats(name, part.pid)))
 
 
 class Progress:

@@ -1,4 +1,4 @@
-"""Parquet outputs of the stages and their schemas, written atomically through `common.files`.
+"""Parquet outputs of the stages and their schemas, written atomically through `pipeline.workfiles`.
 
 A partition's stats file is written last, so its presence marks the partition as finished: a killed
 run leaves at most temporary files, which the re-run removes.
@@ -6,23 +6,21 @@ run leaves at most temporary files, which the re-run removes.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from common.files import atomic_write, publish, temporary_path
+from pipeline.workfiles import WorkPath, as_path, atomic_write, publish, staging_file
 
 
 class ParquetSink:
     """Rows appended in batches to one parquet file that appears only when `close` succeeds."""
 
-    def __init__(self, path: str | Path, schema: pa.Schema, batch_rows: int = 1024):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: str | WorkPath, schema: pa.Schema, batch_rows: int = 1024):
+        self.path = as_path(path)
         self.schema, self.batch_rows = schema, batch_rows
-        self.tmp = temporary_path(self.path)
+        self.tmp = staging_file(self.path)
         self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
         self.rows: list[dict[str, Any]] = []
         self.count = 0
@@ -50,8 +48,8 @@ class ParquetSink:
         publish(self.tmp, self.path)
 
 
-def write_table(path: str | Path, table: pa.Table) -> None:
-    atomic_write(path, lambda f: pq.write_table(table, f, compression="zstd"))
+def write_table(path: str | WorkPath, table: pa.Table) -> None:
+    atomic_write(as_path(path), lambda f: pq.write_table(table, f, compression="zstd"))
 
 
 # The normalized document schema (docs/design.md) and the columns the stages add to it.

@@ -9,11 +9,6 @@ import json
 import math
 import os
 import random
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -390,61 +385,6 @@ def test_missing_input_is_a_clear_error(tmp_path):
     cfg = config(tmp_path, tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="no parquet files"):
         P.pack(cfg)
-
-
-@pytest.mark.slow
-def test_pack_on_a_two_node_ray_cluster(job, tmp_path):
-    """A head and a worker node with one CPU each, started on this machine: the same shards as locally."""
-    cfg, out, _, _ = job
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    ray_cli = [str(Path(sys.executable).parent / "ray"), "start", "--num-cpus=1", "--block"]
-    common = ["--object-store-memory=100000000", "--disable-usage-stats"]
-    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    head = subprocess.Popen(
-        [*ray_cli, "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common],
-        **quiet,
-    )
-    nodes = [head]
-    try:
-        deadline = time.time() + 120
-        while not (temp / "ray_current_cluster").exists() and time.time() < deadline:
-            time.sleep(0.5)
-        nodes.append(subprocess.Popen([*ray_cli, f"--address=127.0.0.1:{port}", *common], **quiet))
-        config_path = tmp_path / "data.yaml"
-        config_path.write_text(json.dumps(cfg.model_dump(mode="json")))  # JSON is YAML
-        script = (
-            "import ray, sys, time; ray.init()\n"
-            "while len([n for n in ray.nodes() if n['Alive']]) < 2: time.sleep(0.5)\n"
-            "from pipeline.__main__ import main; main(sys.argv[1:])"
-        )
-        cluster_out = tmp_path / "cluster"
-        result = subprocess.run(
-            [sys.executable, "-c", script, "pack", str(config_path), "--set", f"pack.out_dir={cluster_out}"],
-            env={
-                **env,
-                "RAY_ADDRESS": f"127.0.0.1:{port}",
-                "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
-            },
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert shard_hashes(cluster_out) == shard_hashes(out)
-        assert shard_hashes(cluster_out / "valid") == shard_hashes(out / "valid")
-    finally:
-        for node in reversed(nodes):  # --block: SIGTERM stops the node's own Ray processes
-            node.terminate()
-        for node in nodes:
-            try:
-                node.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                node.kill()
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_a_source_gone_from_the_validation_split_loses_its_folder(ray_local, tmp_path):

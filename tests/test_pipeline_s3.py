@@ -1,6 +1,7 @@
 """The data job with object storage (moto's S3 server over HTTP): sources read from s3:// in ranged
 requests with outputs identical to a run from local files, shards packed to s3:// manifest last and
-resumed, the lock object, and bad storage told in one line."""
+resumed, the work dir itself in the store (the local run's bytes, resumed from its markers), the job on
+two Ray nodes that share no disk, the lock object, and bad storage told in one line."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,15 +28,16 @@ from s3fs import S3FileSystem
 
 from common.config import load
 from common.lock import Holder, LockError, ObjectLock
-from common.objectstore import filesystem
+from common.objectstore import READ_BLOCK, filesystem
 from common.shards import MANIFEST, read_manifest
+from harness.ray_cluster import private_tmp_problem, ray_cluster
 from harness.s3 import running_s3
 from pipeline.config import DataConfig, SourceConfig
 from pipeline.inputs import InputError
 from pipeline.pack_job import pack
 from pipeline.plan import make_plan
 from pipeline.run import run
-from pipeline.sources import READ_BLOCK, Record, SourceUnreachable, read_file
+from pipeline.sources import Record, SourceUnreachable, read_file
 from pipeline.workdir import WorkDir
 
 # Files of the sample in each input format (JSON lines, gzip and zstd JSON lines, parquet; code, whose
@@ -286,3 +289,106 @@ def test_the_lock_object_refuses_a_second_job_and_names_the_first(s3_bucket, tmp
     fs.pipe_file(f"{root}/stray.txt", b"not ours")
     with pytest.raises(ValueError, match="holds objects that are not shards"):
         pack(pack_config(config, url))
+
+
+@pytest.fixture(scope="module")
+def local_pack(runs, tmp_path_factory) -> Path:
+    """The local run packed as `pack_config` packs, into a local folder: the shards to compare with."""
+    out = tmp_path_factory.mktemp("pack") / "shards"
+    pack(pack_config(runs[0], str(out)))
+    return out
+
+
+def assert_packed_as(url: str, local: Path) -> None:
+    """The store holds at `url` the shards of the local pack, byte for byte, and its manifests but for
+    the config they record (its paths differ) and its hash."""
+    packed = objects(url)
+    expected = {
+        str(p.relative_to(local)) for p in local.rglob("*") if p.is_file() and not p.name.startswith(".")
+    }
+    assert set(packed) == expected
+    for name, data in packed.items():
+        if name.endswith(MANIFEST):
+            ours, theirs = json.loads((local / name).read_text()), json.loads(data)
+            for manifest in (ours, theirs):  # the config names the paths, and its hash covers them
+                del manifest["data_config_hash"]
+            assert ours.pop("data_config")["pack"]["out_dir"] == str(local)
+            assert theirs.pop("data_config")["pack"]["out_dir"] == url and ours == theirs, name
+        else:
+            assert data == (local / name).read_bytes(), name
+
+
+def assert_work_as(url: str, local: Path) -> None:
+    """The store holds at `url` the local work dir's files byte for byte, and the marker that publishes
+    dedup/dropped (a store has no rename)."""
+    stored = objects(url)
+    assert json.loads(stored.pop("dedup/dropped/_DONE.json"))["files"]
+    assert stored == {
+        name: path.read_bytes() for name, path in files(local).items() if not name.startswith("shards-")
+    }
+
+
+@pytest.mark.slow
+def test_a_work_dir_in_s3_gives_the_local_outputs_and_resumes(runs, local_pack, s3_bucket, capsys):
+    """`work_dir` and `pack.out_dir` in the store: every table, stats file and report of the local run,
+    byte for byte, and its shards; a run killed after some markers resumes from the ones left."""
+    cfg, local = runs[:2]
+    url = f"{s3_bucket}/work"
+    remote = cfg.model_copy(update={"work_dir": url})
+    assert str(run(remote)) == url
+    assert_work_as(url, local)
+
+    # A run killed in the split stage, after components: the markers of the later stages gone, and two
+    # of the split stage's. The re-run redoes those tasks only, to the same bytes.
+    fs, root = filesystem(url)
+    stored = list(objects(url))
+    split = sorted(n for n in stored if n.startswith("stats/split/"))
+    later = [n for n in stored if n.startswith(("stats/decontam/", "stats/mix/"))]
+    for name in ["_SUCCESS.json", *split[:2], *later]:
+        fs.rm_file(f"{root}/{name}")
+    capsys.readouterr()
+    run(remote)
+    log = capsys.readouterr().out
+    assert "[components] done before" in log
+    assert f"[split] {len(split)}/{len(split)} tasks: dups=0, {len(split) - 2} done before" in log
+    assert f"[mix] {len(split)}/{len(split)} tasks" in log and "[mix] done before" not in log
+    assert_work_as(url, local)
+
+    shards = f"{s3_bucket}/shards"
+    pack(pack_config(remote, shards))
+    assert_packed_as(shards, local_pack)
+    shutil.rmtree(WorkDir(url).staged_shards)  # packed in this node's temp folder, kept for a re-run
+
+
+@pytest.mark.slow
+def test_the_job_on_two_nodes_that_share_no_disk(runs, local_pack, s3_bucket, tmp_path):
+    """`pipeline run` then `pipeline pack` on a head and a worker node whose /tmp are not shared (the
+    worker's is a tmpfs of its own mount namespace: harness.ray_cluster), sources, work_dir and out_dir
+    in the store: the outputs of the one-node run. Ray Data spreads the stages' tasks over both nodes,
+    so a task on one node that opened a local file the other wrote (a scratch file, a staged shard, the
+    driver's folder) would not find it and the job would fail. What the job writes locally stays in the
+    driver's folder (its MLflow store) and the head's TMPDIR (pack's staging, kept for a re-run): no
+    scratch file is left behind."""
+    if (problem := private_tmp_problem()) is not None:
+        pytest.skip(problem)
+    _, _, s3_work, inputs = runs
+    cfg = load(ROOT / "configs" / "data" / "sample.yaml", DataConfig, {"decontam.tasks": []})
+    sources = {
+        n: cfg.sources[n].model_copy(update={"paths": [f"{inputs}/{p}" for p in patterns]})
+        for n, patterns in SOURCES.items()
+    }
+    work, shards = f"{s3_bucket}/work", f"{s3_bucket}/shards"
+    job = pack_config(cfg.model_copy(update={"work_dir": work, "sources": sources}), shards)
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    (driver / "data.yaml").write_text(json.dumps(job.model_dump(mode="json")))  # JSON is YAML
+    mlflow = {"MLFLOW_TRACKING_URI": f"sqlite:///{driver}/m.db"}
+
+    with ray_cluster(private_tmp=True) as cluster:
+        result = cluster.run_pipeline([["run", "data.yaml"], ["pack", "data.yaml"]], cwd=driver, env=mlflow)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert {p.name for p in driver.iterdir()} == {"data.yaml", "m.db", "artifacts"}
+        # Pack's staging (kept for a re-run) and tiktoken's cache of its ranks: no scratch file left.
+        assert {p.name for p in cluster.head_tmp.iterdir()} == {"pipeline-staged", "data-gym-cache"}
+    assert_work_as(work, s3_work)
+    assert_packed_as(shards, local_pack)
