@@ -29,7 +29,7 @@ test: $(STAMP)
 # kernels, so no tolerance holds only for the machine it was tuned on.
 NUMERIC_TESTS := tests/test_train.py tests/test_train_tp.py tests/test_train_distributed.py \
 	tests/test_resume.py tests/test_precision.py tests/test_model.py tests/test_loss.py \
-	tests/test_evaluation_parity.py tests/test_serving.py
+	tests/test_evaluation_parity.py tests/test_serving.py tests/test_two_nodes.py
 test-avx2: $(STAMP)
 	ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest $(NUMERIC_TESTS)
 

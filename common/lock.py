@@ -32,7 +32,7 @@ from typing import Self
 
 from common.objectstore import filesystem, join
 
-__all__ = ["LOCK_FILE", "DirectoryLock", "Holder", "LockError", "ObjectLock"]
+__all__ = ["LOCK_FILE", "DirectoryLock", "Holder", "LockError", "ObjectLock", "holder_of"]
 
 LOCK_FILE = ".lock"
 # What flock raises where the filesystem does not support it.
@@ -248,10 +248,23 @@ def _same_file(fd: int, path: Path) -> bool:
     return (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino)
 
 
+def holder_of(folder: str | Path) -> Holder | None:
+    """Who holds `folder`'s lock, as its lock file records it; None when there is no lock file (or it is
+    empty or unreadable)."""
+    try:
+        return _parse_holder((Path(folder) / LOCK_FILE).read_bytes())
+    except FileNotFoundError:
+        return None
+
+
 def _read_holder(fd: int) -> Holder | None:
     """The holder the open lock file records; None when it is empty (new) or unreadable."""
+    return _parse_holder(os.pread(fd, 65536, 0))
+
+
+def _parse_holder(record: bytes) -> Holder | None:
     try:
-        return Holder(**json.loads(os.pread(fd, 65536, 0)))
+        return Holder(**json.loads(record))
     except (ValueError, TypeError):
         return None
 

@@ -26,7 +26,9 @@ from starlette.testclient import TestClient
 import tokenizer
 from common.config import load
 from common.files import write_json, write_text
+from common.objectstore import filesystem
 from common.shards import Manifest, TokenizerInfo, read_manifest, write_manifest, write_shard
+from harness.micro import MICRO_MODEL
 from harness.mlflow_server import MlflowServer, running_mlflow_server
 from harness.s3 import running_s3
 from harness.server import running_server
@@ -84,13 +86,6 @@ class OneIdOff:
 # -- training: the micro model on shards of this repository's own source ----------------------------
 
 SEQ = 32
-MICRO_MODEL = {
-    "hidden_size": 64,
-    "num_layers": 2,
-    "num_heads": 4,
-    "intermediate_size": 176,
-    "max_position_embeddings": 64,
-}
 
 
 def token_rows(rows: int, seq_len: int = SEQ) -> np.ndarray:
@@ -248,6 +243,15 @@ def s3_bucket(
     name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
     boto3.client("s3").create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+def put_folder(local: Path, url: str) -> str:
+    """Upload the folder `local` to `url` (as `aws s3 cp --recursive` would); returns `url`."""
+    fs, path = filesystem(url)
+    for file in sorted(local.rglob("*")):
+        if file.is_file():
+            fs.put_file(str(file), f"{path}/{file.relative_to(local).as_posix()}")
+    return url
 
 
 # -- serving: the tiny export and the real server on it ---------------------------------------------

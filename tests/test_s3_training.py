@@ -9,21 +9,22 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import boto3
 import pytest
-from conftest import micro_config, write_config
+from conftest import micro_config, put_folder, write_config
 from pydantic import ValidationError
 
-from common.files import write_json
+from common.files import read_json, write_json
 from common.objectstore import StorageError, filesystem, storage_error
 from common.shards import ShardCache, ShardError, ShardSet, file_sha256, read_manifest
 from harness.flaky_proxy import flaky_proxy
 from training import checkpoint
 from training.__main__ import main
 from training.data import open_shards
-from training.mirror import upload_checkpoint
+from training.mirror import Part, complete_tags, pull, split_by_node, upload_checkpoint
 from training.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("mlflow_store")
@@ -36,15 +37,6 @@ RUN = {
     "checkpoint": {"interval": 1, "keep_last": 2},
     "eval": {"interval": 100, "batches": 1},
 }
-
-
-def put_folder(local: Path, url: str) -> str:
-    """Upload the folder `local` to `url` (as `aws s3 cp --recursive` would); returns `url`."""
-    fs, path = filesystem(url)
-    for file in sorted(local.rglob("*")):
-        if file.is_file():
-            fs.put_file(str(file), f"{path}/{file.relative_to(local).as_posix()}")
-    return url
 
 
 def s3_client():
@@ -180,6 +172,40 @@ def test_storage_errors_are_one_line_naming_the_url(shards, s3_bucket, tmp_path,
         f"error: {s3_bucket}/obj changed while it was read (its ETag or size differs from when it was "
         "listed); read it again once its writer is done"
     )
+
+
+def node_part(root: Path, own: str) -> Path:
+    """A node's part of checkpoint step 2 (what every node writes, and a file of its own), checksummed."""
+    folder = root / "step_00000002"
+    write_json(folder / "trainer.json", {"step": 2})
+    write_json(folder / own, {"rank": own})
+    checkpoint.record_files(folder)
+    return folder
+
+
+def test_a_checkpoint_spread_over_nodes_is_complete_at_the_mirror_once_every_part_is_up(s3_bucket, tmp_path):
+    url = f"{s3_bucket}/ckpt"
+    folders = [node_part(tmp_path / "node0", "rng-rank0.pt"), node_part(tmp_path / "node1", "rng-rank1.pt")]
+    parts = split_by_node([read_json(folder / checkpoint.CHECKSUMS)["files"] for folder in folders])
+    assert [sorted(part) for part in parts] == [["rng-rank0.pt", "trainer.json"], ["rng-rank1.pt"]]
+    # What an earlier, cut-short upload of node 1 left: a marker listing other bytes.
+    filesystem(url)[0].pipe_file(f"{url[5:]}/step_00000002/.part-1.json", b'{"rng-rank1.pt": {}}\n')
+
+    first = threading.Thread(target=upload_checkpoint, args=(folders[0], url, 2, Part(0, parts)))
+    first.start()
+    first.join(timeout=1.5)
+    assert first.is_alive() and complete_tags(url) == []  # node 0 waits for node 1's part
+    upload_checkpoint(folders[1], url, 2, Part(1, parts))
+    first.join(timeout=30)
+    assert complete_tags(url) == ["step_00000002"]
+    pulled = pull(url, "step_00000002", tmp_path / "fresh")
+    assert sorted(p.name for p in pulled.iterdir()) == [
+        checkpoint.CHECKSUMS,
+        "rng-rank0.pt",
+        "rng-rank1.pt",
+        "trainer.json",
+    ]
+    assert checkpoint.why_incomplete(pulled) is None  # every node's file, with the hash that node wrote
 
 
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -177,5 +177,18 @@ def log_export(model: TrainedModel, out_dir: Path, precision: str) -> LoggedMode
     )
 
 
+def _exit(status: int) -> None:
+    """Exit with `status`, having left the process group a run joined: left to the interpreter's exit,
+    its store's thread can outlive it and abort the process (`terminate called without an active
+    exception`) after the run's last line. Not in `main`: DeepSpeed keeps its groups for the process, so
+    a process that calls `main` again (the tests) must keep the group too."""
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())

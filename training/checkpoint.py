@@ -22,6 +22,12 @@ world size that saved it. A resume on another number of ranks first converts the
 DeepSpeed's universal format (one folder per parameter, `<dir>/universal/<tag>`), which any world
 size loads; the conversion is removed once loaded. A checkpoint saved under tensor parallelism
 resumes under the same layout only (`saved_layout`); its weights are gathered whole for an export.
+
+Nodes that share no disk each keep a checkpoint dir of their own (`node_local`): every node's first
+rank (LOCAL_RANK 0) writes the folder's shared files (the config, the trainer state, and the module
+weights, through DeepSpeed's `use_node_local_storage`) and the checksums of what its node holds, so that
+each node's folder is complete for the ranks it runs. The whole checkpoint exists only spread over the
+nodes, or gathered in a mirror (training.mirror).
 """
 
 from __future__ import annotations
@@ -53,11 +59,13 @@ from common.files import (
     write_json,
     write_text,
 )
+from training.distributed import local_rank
 from training.model import tensor_parallel_dim
 
 __all__ = [
     "CheckpointError",
     "Saved",
+    "complete_tags",
     "latest_tag",
     "load",
     "model_state_dict",
@@ -112,25 +120,33 @@ def latest_tag(root: Path) -> str | None:
 
 
 def save(
-    engine: Any, root: Path, step: int, config: dict[str, Any], state: dict[str, Any], keep_last: int
+    engine: Any,
+    root: Path,
+    step: int,
+    config: dict[str, Any],
+    state: dict[str, Any],
+    keep_last: int,
+    node_local: bool = False,
 ) -> Path:
     """Save a checkpoint of `engine` after `step` steps with the trainer's `state` and resolved `config`;
-    all ranks call this. The checksums come after every other file, `latest` after the checksums.
+    all ranks call this. The checksums come after every other file, `latest` after the checksums. With
+    `node_local`, `root` is each node's own folder, written by the node's first rank (see above).
 
     A write that fails on any rank (a full disk, a read-only dir) stops the save on every rank, none
     left waiting. The folder, without checksums, is then removed for the space it holds, and `latest`
     is left as it was."""
     root, tag = Path(root), tag_for(step)
     folder = root / tag
+    writer = local_rank() == 0 if node_local else dist.get_rank() == 0
     try:
         with _written_by_every_rank(folder):
-            if dist.get_rank() == 0:
+            if writer:
                 # What an interrupted save of this step left (a resume fell back past it) must not mix in.
                 shutil.rmtree(folder, ignore_errors=True)
                 folder.mkdir(parents=True)
         with _written_by_every_rank(folder):
             atomic_write(folder / f"rng-rank{dist.get_rank()}.pt", lambda f: torch.save(_rng_state(), f))
-            if dist.get_rank() == 0:
+            if writer:
                 write_json(folder / CONFIG_FILE, config)
                 write_json(folder / STATE_FILE, state)
         with _written_by_every_rank(folder):
@@ -142,11 +158,11 @@ def save(
                 dist.barrier()
                 raise
     except (OSError, RuntimeError, CheckpointError):
-        if dist.get_rank() == 0:
+        if writer:
             shutil.rmtree(folder, ignore_errors=True)
         raise
     with _written_by_every_rank(folder):
-        if dist.get_rank() == 0:
+        if writer:
             record_files(folder)
             write_text(root / LATEST, tag)
             prune(root, keep_last)
@@ -205,6 +221,11 @@ def why_incomplete(folder: Path) -> str | None:
     return None
 
 
+def complete_tags(root: Path) -> list[str]:
+    """The tags of the complete checkpoints in `root`, oldest first."""
+    return [tag for tag in _tags(root) if why_incomplete(Path(root) / tag) is None]
+
+
 def newest_complete(root: Path) -> Path | None:
     """The checkpoint a resume starts from: the one `latest` names when it is complete, else the newest
     complete one before it, with one line printed per checkpoint passed over; None when `root` holds no
@@ -254,13 +275,19 @@ def read(folder: Path) -> Saved:
 
 
 def saved_world_size(folder: Path) -> int:
-    """How many data-parallel ranks saved the checkpoint `folder` (one optimizer file each)."""
-    return len(list(Path(folder).glob(OPTIMIZER_STATES)))
+    """How many data-parallel ranks saved the checkpoint `folder`."""
+    return saved_layout(folder)[1]
 
 
 def saved_layout(folder: Path) -> tuple[int, int]:
-    """(tensor-parallel, data-parallel) ranks that saved the checkpoint `folder`."""
-    return len(list(Path(folder).glob(TENSOR_PARALLEL_STATES))), saved_world_size(folder)
+    """(tensor-parallel, data-parallel) ranks that saved the checkpoint `folder`: as its trainer state
+    records them, or, in a checkpoint from before that record, by its files (one module file per
+    tensor-parallel rank, one optimizer file per data-parallel rank)."""
+    if (layout := read_json(Path(folder) / STATE_FILE).get("layout")) is not None:
+        return layout["tensor"], layout["data"]
+    return len(list(Path(folder).glob(TENSOR_PARALLEL_STATES))), len(
+        list(Path(folder).glob(OPTIMIZER_STATES))
+    )
 
 
 def load(engine: Any, saved: Saved) -> None:

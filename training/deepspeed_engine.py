@@ -20,11 +20,16 @@ __all__ = ["build_engine", "deepspeed_config", "lm_loss", "param_groups"]
 
 
 def deepspeed_config(
-    cfg: TrainConfig, data_parallel: int, precision: Precision, load_universal: bool = False
+    cfg: TrainConfig,
+    data_parallel: int,
+    precision: Precision,
+    load_universal: bool = False,
+    node_local: bool = False,
 ) -> dict[str, Any]:
     """DeepSpeed's config for `cfg` over `data_parallel` replicas in the resolved `precision`: bf16
     runs DeepSpeed's BF16_Optimizer (bf16 weights, fp32 master copy); fp32 runs plain ZeRO-1 on fp32
-    weights. `parallel.tensor` > 1 adds AutoTP (training.parallel)."""
+    weights. `parallel.tensor` > 1 adds AutoTP (training.parallel). With `node_local` (nodes that share
+    no checkpoint dir), every node's first rank saves the module weights, not only rank 0."""
     config = {
         "train_micro_batch_size_per_gpu": cfg.batch.micro_batch,
         "gradient_accumulation_steps": cfg.batch.grad_accum,
@@ -38,7 +43,7 @@ def deepspeed_config(
         "communication_data_type": "fp32",
         "steps_per_print": 2**62,
         # A checkpoint from another world size is loaded in DeepSpeed's universal format.
-        "checkpoint": {"load_universal": load_universal},
+        "checkpoint": {"load_universal": load_universal, "use_node_local_storage": node_local},
     }
     if cfg.parallel.tensor > 1:
         config["tensor_parallel"] = autotp_config(cfg.parallel.tensor)
@@ -53,11 +58,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 
 def build_engine(
-    model: StableLM, cfg: TrainConfig, precision: Precision, load_universal: bool = False
+    model: StableLM,
+    cfg: TrainConfig,
+    precision: Precision,
+    load_universal: bool = False,
+    node_local: bool = False,
 ) -> tuple[Any, Any]:
     """(engine, optimizer): `model` under DeepSpeed in `precision` with AdamW at the schedule's first lr,
     split over `parallel.tensor` ranks; with `load_universal`, for loading a checkpoint saved at another
-    world size (`checkpoint.load`)."""
+    world size (`checkpoint.load`); with `node_local`, saving for nodes that share no disk."""
     layout = init_layout(cfg.parallel.tensor)
     if layout.tensor > 1:
         shard_embedding(model)
@@ -68,7 +77,7 @@ def build_engine(
         eps=cfg.optim.eps,
         fused=True,  # one kernel per step on CUDA and on CPU (7x faster there than foreach)
     )
-    config = deepspeed_config(cfg, layout.data, precision, load_universal)
+    config = deepspeed_config(cfg, layout.data, precision, load_universal, node_local)
     # mpu: DeepSpeed's own groups of the mesh, so that the batch and ZeRO-1 count data-parallel ranks.
     mpu = deepspeed.utils.groups if layout.tensor > 1 else None
     engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config, mpu=mpu)

@@ -24,7 +24,15 @@ import deepspeed  # noqa: E402
 
 from common.net import free_port  # noqa: E402
 
-__all__ = ["deepspeed", "deepspeed_output", "device", "from_rank0", "init_distributed"]
+__all__ = [
+    "deepspeed",
+    "deepspeed_output",
+    "device",
+    "from_node_leaders",
+    "from_rank0",
+    "init_distributed",
+    "local_rank",
+]
 
 T = TypeVar("T")
 
@@ -40,11 +48,16 @@ def init_distributed() -> None:
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
 
 
+def local_rank() -> int:
+    """This rank's number on its node, as the launcher sets it (0: the node's first rank)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def device() -> torch.device:
     """This rank's device: its GPU (LOCAL_RANK) when there are GPUs, else the CPU."""
     if not torch.cuda.is_available():
         return torch.device("cpu")
-    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch.cuda.set_device(local_rank())
     return torch.device("cuda", torch.cuda.current_device())
 
 
@@ -73,3 +86,21 @@ def from_rank0(compute: Callable[[], T]) -> T:
     if isinstance(shared[0], ValueError):
         raise shared[0]
     return shared[0]  # type: ignore[return-value]
+
+
+def from_node_leaders(compute: Callable[[], T]) -> list[T]:
+    """`compute()` run by each node's first rank (it reads or writes that node's own disk), the results
+    in rank order given to every rank; a ValueError raised on any of them is raised on every rank."""
+    mine: tuple[bool, object] | None = None
+    if local_rank() == 0:
+        try:
+            mine = (True, compute())
+        except ValueError as e:
+            mine = (False, e)
+    gathered: list[tuple[bool, object] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, mine)
+    results = [result for result in gathered if result is not None]
+    for ok, value in results:
+        if not ok:
+            raise value  # type: ignore[misc]
+    return [value for _, value in results]  # type: ignore[misc]

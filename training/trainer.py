@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 import tokenizer
 from common.config import flatten
+from common.files import read_json
 from common.lock import DirectoryLock
 from common.precision import resolve_precision
 from common.shards import COLUMN, ShardCache, ShardSet
@@ -37,13 +38,21 @@ from training import checkpoint
 from training.config import TrainConfig
 from training.data import ShardLoader, open_shards, open_valid_shards
 from training.deepspeed_engine import build_engine, lm_loss
-from training.distributed import deepspeed_output, device, from_rank0, init_distributed
+from training.distributed import (
+    deepspeed_output,
+    device,
+    from_node_leaders,
+    from_rank0,
+    init_distributed,
+    local_rank,
+)
 from training.hf import load_hf
-from training.mirror import Mirror, pull_newer
+from training.mirror import Mirror, Part, pull_newer, split_by_node
 from training.model import StableLM, flops_per_token
+from training.nodes import agreed_checkpoint, checkpoint_dir_per_node, node_index
 from training.parallel import init_layout
 from training.provenance import Provenance
-from training.resume import check_layout, check_resume
+from training.resume import ResumeError, check_layout, check_resume
 from training.schedule import lr_at
 from training.task_evaluator import TaskEvaluator, installed_task_evaluator
 from training.utilization import memory_metrics, peak_flops
@@ -96,6 +105,8 @@ class Trainer:
         self._lock = DirectoryLock(cfg.checkpoint.dir)
         from_rank0(self._lock.acquire)
         try:
+            # Each node's first rank takes the lock of its own folder, where the nodes share no disk.
+            self.node_local = checkpoint_dir_per_node(self._lock)
             self._build(tasks)
         except BaseException:
             self._lock.release()
@@ -105,6 +116,8 @@ class Trainer:
         cfg, verbose = self.cfg, self.verbose
         # Tensor-parallel ranks share their batches: samples and the loader count data-parallel ranks.
         self.layout = init_layout(cfg.parallel.tensor)
+        if self.node_local:
+            self._announce_node_local()
         self.device = device()
         self.precision = resolve_precision(cfg.precision, self.device)
         self._announce_precision()
@@ -124,7 +137,9 @@ class Trainer:
             self._load_hf_weights(cfg.checkpoint.init_from_hf)
         reshard = saved is not None and checkpoint.saved_world_size(saved.folder) != self.layout.data
         with deepspeed_output(verbose):
-            self.engine, self.optimizer = build_engine(self.model, cfg, self.precision, reshard)
+            self.engine, self.optimizer = build_engine(
+                self.model, cfg, self.precision, reshard, self.node_local
+            )
 
         self.step, self.skipped_steps, self.nonfinite_in_row = 0, 0, 0
         self.samples_per_step = cfg.batch.micro_batch * cfg.batch.grad_accum * self.layout.data
@@ -139,8 +154,28 @@ class Trainer:
         self.peak_flops = peak_flops(self.device, cfg.log.peak_flops)
         self.tracker = self._open_tracker(run_id) if self.rank == 0 else None
         mirror = cfg.checkpoint.mirror
-        self._mirror = Mirror(mirror, cfg.checkpoint.keep_last) if mirror and self.rank == 0 else None
+        uploads = self.rank == 0 or (self.node_local and local_rank() == 0)
+        self._mirror = Mirror(mirror, cfg.checkpoint.keep_last) if mirror and uploads else None
+        self._node = node_index() if self.node_local else None
         self._stop_requested = False
+
+    def _announce_node_local(self) -> None:
+        """Nodes that share no checkpoint dir: what that means for a lost node, and what it rules out."""
+        cfg = self.cfg.checkpoint
+        if self.layout.tensor > 1:
+            raise ValueError(
+                f"checkpoint.dir {cfg.dir}: the nodes do not share it, which tensor parallelism "
+                "(parallel.tensor > 1) does not support yet; put it on a disk every node shares"
+            )
+        lost = (
+            f"checkpoint.mirror {cfg.mirror} gathers them"
+            if cfg.mirror is not None
+            else "a node lost with its disk loses them: set checkpoint.mirror to a URL"
+        )
+        self._print(
+            f"checkpoint.dir {cfg.dir} is each node's own: every node keeps its ranks' part of the "
+            f"checkpoints; {lost}"
+        )
 
     def _announce_precision(self) -> None:
         """What the run trains in and why, first thing on rank 0; a warning when bf16 will be emulated
@@ -192,10 +227,19 @@ class Trainer:
     def _checkpoint_to_resume(self) -> checkpoint.Saved | None:
         """The newest complete checkpoint (rank 0 checks the files, one line per one passed over), once
         its settings are known to fit this run; None for a new run."""
-        folder = from_rank0(self._newest_checkpoint)
+        if self.node_local:
+            folder = agreed_checkpoint(self.cfg.checkpoint.dir, self.cfg.checkpoint.mirror)
+        else:
+            folder = from_rank0(self._newest_checkpoint)
         if folder is None:
             return None
         saved = checkpoint.read(folder)
+        if self.node_local and (saved_by := checkpoint.saved_world_size(folder)) != self.layout.data:
+            raise ResumeError(
+                f"{folder} was saved by {saved_by} data-parallel ranks, this run has "
+                f"{self.layout.data}: nodes that share no checkpoint dir resume at the world size that saved "
+                "it; to change it, copy the checkpoint from the mirror to a disk every node shares"
+            )
         check_resume(saved, self._resolved_config(), self.data_facts)
         check_layout(saved, checkpoint.saved_layout(folder), (self.layout.tensor, self.layout.data))
         self._print(f"resuming from {folder} (step {saved.step})")
@@ -463,7 +507,16 @@ class Trainer:
             self.tracker.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, self.step)
 
     def _mirror_done(self) -> None:
-        """Every rank returns once rank 0's upload in progress is done, or raises its error."""
+        """Every rank returns once the upload in progress is done, or raises its error. On nodes that
+        share no disk, the other nodes' parts first: rank 0 completes the checkpoint once they are up,
+        and gives up on it when one failed."""
+        if self.node_local:
+            try:
+                from_node_leaders(lambda: self.rank == 0 or self._mirror is None or self._mirror.wait())
+            except ValueError:
+                if self._mirror is not None and self.rank == 0:
+                    self._mirror.abort()
+                raise
         from_rank0(lambda: self._mirror and self._mirror.wait())
 
     def _save(self) -> None:
@@ -473,18 +526,27 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "loader": self.loader.state_dict(),
             "samples_per_step": self.samples_per_step,
+            "layout": {"tensor": self.layout.tensor, "data": self.layout.data},
             **self._provenance().trainer_state(),
         }
+        config = self._resolved_config()
+        if self.node_local:  # every node writes rank 0's, so that the nodes' copies are the same bytes
+            config, state = from_rank0(lambda: (config, state))
         with deepspeed_output(self.verbose):
             folder = checkpoint.save(
                 self.engine,
                 self.cfg.checkpoint.dir,
                 self.step,
-                self._resolved_config(),
+                config,
                 state,
                 self.cfg.checkpoint.keep_last,
+                self.node_local,
             )
-        if self._mirror is not None:
+        if self.node_local:
+            held = from_node_leaders(lambda: read_json(folder / checkpoint.CHECKSUMS)["files"])
+            if self._mirror is not None:
+                self._mirror.upload(folder, Part(self._node, split_by_node(held)))
+        elif self._mirror is not None:
             self._mirror.upload(folder)
 
     def _provenance(self) -> Provenance:
