@@ -160,7 +160,14 @@ def _parse_manifest(text: bytes, named: str | Path) -> Manifest:
     try:
         return Manifest.model_validate_json(text)
     except ValidationError as e:
-        raise ShardError(f"{named}: not a valid manifest: {e}") from None
+        problems = "; ".join(_problem(item) for item in e.errors())
+        raise ShardError(f"{named}: not a valid manifest: {problems}") from None
+
+
+def _problem(item: Any) -> str:
+    """One of pydantic's errors as `key: why` (the JSON itself: `why` alone), on one line."""
+    key = ".".join(str(part) for part in item["loc"])
+    return f"{key}: {item['msg']}" if key else item["msg"]
 
 
 def manifest_hash(folder: str | Path) -> str:

@@ -25,6 +25,7 @@ from serving.config import ServeConfig
 from serving.http_protocol import http_protocol
 from serving.metrics import Metrics
 from serving.model_path import ModelError, export_to_serve
+from tokenizer import TokenizerFileError
 
 API_KEY_ENV = "SERVING_API_KEY"
 
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load(args.config, ServeConfig, overrides)
         folder, scratch = export_to_serve(args.model)
         batcher = Batcher(folder, config, Metrics())
-    except (ConfigError, DeviceError, ModelError) as e:
+    except (ConfigError, DeviceError, ModelError, TokenizerFileError) as e:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         print(f"error: {e}", file=sys.stderr)

@@ -23,22 +23,20 @@ from conftest import ROOT, make_checkpoint, micro_config, write_config
 
 import tokenizer
 from common.files import atomic_write, disk_error
+from harness import disks
 
 pytestmark = pytest.mark.usefixtures("mlflow_store")
 
 
 @contextlib.contextmanager
 def tmpfs(folder: Path, size: str, read_only: bool = False) -> Iterator[Path]:
-    """A tmpfs of `size` mounted on `folder` (read-only: empty and not writable), unmounted after."""
-    folder.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (",ro" if read_only else "")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
+    """`harness.disks.tmpfs`, the test skipped with the reason where mounting is not possible."""
+    with contextlib.ExitStack() as stack:
+        try:
+            mounted = stack.enter_context(disks.tmpfs(folder, size, read_only))
+        except disks.CannotMount as e:
+            pytest.skip(str(e))
+        yield mounted
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

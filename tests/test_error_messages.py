@@ -115,6 +115,16 @@ def test_a_corrupt_export_is_one_line_in_serving_which_does_not_start(corrupt_ex
     assert_one_line_naming_the_weights(capsys.readouterr().err, corrupt_export)
 
 
+def test_a_cut_tokenizer_file_is_one_line_in_serving(export, tmp_path, capsys):
+    folder = tmp_path / "export"
+    shutil.copytree(export, folder)
+    ranks = folder / "arcade100k.tiktoken"
+    ranks.write_bytes(ranks.read_bytes()[:1000] + b"\n\x00cut")
+    assert serving_main(["--model", str(folder), "--host", "127.0.0.1", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {ranks}: not a .tiktoken ranks file"), err
+
+
 def test_a_corrupt_export_is_one_line_in_import_hf(corrupt_export, tmp_path, shards, capsys):
     config = write_config(tmp_path, micro_config(tmp_path, shards))
     assert training_main(["import-hf", str(corrupt_export), str(config)]) != 0

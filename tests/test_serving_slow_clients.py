@@ -21,6 +21,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
+from harness.slow_client import completion_head, health_beside_idle, health_latencies, trickle
 from serving.http_protocol import awaiting_headers
 
 HEADER_TIMEOUT, BODY_TIMEOUT, MAX_CONNECTIONS = 2.0, 3.0, 400
@@ -38,60 +39,17 @@ def server(export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         yield url
 
 
-async def _trickle(url: str, head: bytes, tail: bytes, interval: float) -> tuple[float | None, bytes]:
-    """Sends `head` at once, then `tail` a byte every `interval` s, until the server closes the connection
-    or `tail` runs out; the seconds until the server closed it (None: never) and what it answered."""
-    host, port = url.removeprefix("http://").split(":")
-    started = time.monotonic()
-    reader, writer = await asyncio.open_connection(host, int(port))
-    answer = asyncio.create_task(reader.read())  # everything, up to the server's close
-    try:
-        writer.write(head)
-        for byte in tail:
-            writer.write(bytes([byte]))
-            done, _ = await asyncio.wait({answer}, timeout=interval)
-            if done:
-                return time.monotonic() - started, answer.result()
-        return None, b""
-    except ConnectionError:  # the server closed first; its answer is already read
-        return time.monotonic() - started, await answer
-    finally:
-        answer.cancel()
-        writer.close()
-
-
-async def _health_latencies(url: str, until: asyncio.Future) -> list[tuple[int, float]]:
-    """/health's status and seconds, asked on a new connection every 0.2 s until `until` is done."""
-    found = []
-    async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), timeout=30) as client:
-        while not until.done():
-            started = time.monotonic()
-            status = (await client.get(f"{url}/health")).status_code
-            found.append((status, time.monotonic() - started))
-            await asyncio.sleep(0.2)
-    return found
-
-
 BODY = json.dumps({"model": NAME, "prompt": "hi", "max_tokens": 1}).encode()
-
-
-def _post_head(url: str, key: str) -> bytes:
-    """A completion request's headers, for BODY, sent with the API key `key`."""
-    host = url.removeprefix("http://").encode()
-    return (
-        b"POST /v1/completions HTTP/1.1\r\nHost: " + host + b"\r\nAuthorization: Bearer " + key.encode()
-        + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(BODY)).encode() + b"\r\n\r\n"
-    )  # fmt: skip
 
 
 async def _slow_clients(url: str, n_headers: int, n_bodies: int) -> tuple[list, list, list]:
     host = url.removeprefix("http://").encode()
     request_line = b"GET /health HTTP/1.1\r\nHost: " + host + b"\r\nUser-Agent: slow\r\n\r\n"
     # Each slow client's bytes would last well past its timeout: 1 byte/s of headers, 1 byte/2 s of body.
-    headers = [_trickle(url, b"", request_line, 1.0) for _ in range(n_headers)]
-    bodies = [_trickle(url, _post_head(url, KEY), BODY, 2.0) for _ in range(n_bodies)]
+    headers = [trickle(url, b"", request_line, 1.0) for _ in range(n_headers)]
+    bodies = [trickle(url, completion_head(url, KEY, BODY), BODY, 2.0) for _ in range(n_bodies)]
     slow = asyncio.ensure_future(asyncio.gather(*headers, *bodies))
-    health = await _health_latencies(url, slow)
+    health = await health_latencies(url, slow)
     results = await slow
     return results[:n_headers], results[n_headers:], health
 
@@ -115,26 +73,13 @@ def test_slow_headers_and_bodies_are_cut_off_while_health_answers(server):
 
 
 def test_a_wrong_key_is_answered_at_once_and_its_slow_body_never_read(server):
-    closed_after, answer = asyncio.run(_trickle(server, _post_head(server, "wrong"), BODY, 2.0))
+    closed_after, answer = asyncio.run(trickle(server, completion_head(server, "wrong", BODY), BODY, 2.0))
     assert closed_after is not None and closed_after < SLACK and answer.startswith(b"HTTP/1.1 401 ")
 
 
-async def _health_beside_idle(url: str, n_idle: int) -> int:
-    """/health's status while `n_idle` other connections are open and have sent nothing."""
-    host, port = url.removeprefix("http://").split(":")
-    idle = [await asyncio.open_connection(host, int(port)) for _ in range(n_idle)]
-    try:
-        await asyncio.sleep(0.3)  # the server's loop takes each one in
-        async with httpx.AsyncClient(timeout=30) as client:
-            return (await client.get(f"{url}/health")).status_code
-    finally:
-        for _, writer in idle:
-            writer.close()
-
-
 def test_a_request_past_max_connections_is_503_until_idle_ones_are_shed(server):
-    assert asyncio.run(_health_beside_idle(server, MAX_CONNECTIONS - 1)) == 200
-    assert asyncio.run(_health_beside_idle(server, MAX_CONNECTIONS)) == 503
+    assert asyncio.run(health_beside_idle(server, MAX_CONNECTIONS - 1)) == 200
+    assert asyncio.run(health_beside_idle(server, MAX_CONNECTIONS)) == 503
     time.sleep(HEADER_TIMEOUT + SLACK)  # the idle ones were closed by their header deadline, if not by us
     assert httpx.get(f"{server}/health").status_code == 200
 

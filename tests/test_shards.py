@@ -87,6 +87,23 @@ def test_missing_shard_and_missing_manifest(tmp_path):
         ShardSet(tmp_path)
 
 
+def test_a_garbled_manifest_is_one_line(tmp_path):
+    make_folder(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ShardError) as garbled:
+        ShardSet(tmp_path)
+    assert str(garbled.value) == (
+        f"{tmp_path / 'manifest.json'}: not a valid manifest: Invalid JSON: key must be a string at line 1 "
+        "column 2"
+    )
+    (tmp_path / "manifest.json").write_text('{"seq_len": "long"}')
+    with pytest.raises(
+        ShardError, match=r"^\S+: not a valid manifest: seq_len: Input should be a valid integer"
+    ):
+        ShardSet(tmp_path)
+    assert "\n" not in str(garbled.value)
+
+
 def test_mismatch_with_the_model_is_refused(tmp_path):
     make_folder(tmp_path)
     with pytest.raises(ShardError, match="seq_len 15"):
