@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from common.objectstore import filesystem, join
+from common.objectstore import filesystem, join, reporting
 
 __all__ = ["LOCK_FILE", "DirectoryLock", "Holder", "LockError", "ObjectLock", "holder_of"]
 
@@ -188,6 +188,11 @@ class ObjectLock(_Lock):
 
     def acquire(self) -> None:
         record = (json.dumps(asdict(Holder.this_process())) + "\n").encode()
+        with reporting(self.path):  # no bucket, no credentials, a denied put: one line
+            self._take(record)
+        self._held = True
+
+    def _take(self, record: bytes) -> None:
         while True:
             try:
                 self._fs.pipe_file(self._key, record, mode="create")
@@ -206,7 +211,6 @@ class ObjectLock(_Lock):
                 )
             _warn_taken_over(self.path, holder)
             self._fs.rm_file(self._key)
-        self._held = True
 
     def release(self) -> None:
         if self._held:

@@ -25,7 +25,16 @@ import pyarrow.parquet as pq
 
 from common import files
 from common.lock import DirectoryLock, ObjectLock
-from common.objectstore import ObjectPath, download, filesystem, is_url, open_stream, read_bytes, upload
+from common.objectstore import (
+    ObjectPath,
+    download,
+    filesystem,
+    is_url,
+    open_stream,
+    read_bytes,
+    reporting,
+    upload,
+)
 
 WorkPath = Path | ObjectPath
 # In a folder of object storage published by `publish_folder`: written last, lists its files.
@@ -44,7 +53,8 @@ def exists(path: WorkPath) -> bool:
     if isinstance(path, Path):
         return path.exists()
     fs, key = filesystem(str(path))
-    return fs.exists(key)
+    with reporting(str(path)):
+        return fs.exists(key)
 
 
 def glob(folder: WorkPath, pattern: str) -> list[WorkPath]:
@@ -52,7 +62,8 @@ def glob(folder: WorkPath, pattern: str) -> list[WorkPath]:
     if isinstance(folder, Path):
         return sorted(folder.glob(pattern))
     fs, key = filesystem(str(folder))
-    found = fs.glob(f"{key}/{pattern}")
+    with reporting(str(folder)):
+        found = fs.glob(f"{key}/{pattern}")
     return sorted(ObjectPath(folder.scheme, folder.key / PurePosixPath(f).relative_to(key)) for f in found)
 
 
@@ -62,7 +73,8 @@ def stamp(path: WorkPath) -> list[Any]:
         stat = path.stat()
         return [stat.st_size, stat.st_mtime_ns]
     fs, key = filesystem(str(path))
-    info = fs.info(key)
+    with reporting(str(path)):
+        info = fs.info(key)
     return [info["size"], info.get("ETag", "")]
 
 
@@ -80,7 +92,8 @@ def read_table(path: WorkPath, **options: Any) -> pa.Table:
     if isinstance(path, Path):
         return pq.read_table(path, **options)
     fs, key = filesystem(str(path))
-    return pq.read_table(key, filesystem=fs, **options)
+    with reporting(str(path)):
+        return pq.read_table(key, filesystem=fs, **options)
 
 
 def read_json(path: WorkPath) -> Any:
@@ -136,8 +149,9 @@ def remove(path: WorkPath) -> None:
             path.unlink()
         return
     fs, key = filesystem(str(path))
-    if fs.exists(key):
-        fs.rm(key, recursive=True)
+    with reporting(str(path)):
+        if fs.exists(key):
+            fs.rm(key, recursive=True)
 
 
 def remove_temporaries(root: WorkPath) -> int:

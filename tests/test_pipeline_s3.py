@@ -28,7 +28,7 @@ from s3fs import S3FileSystem
 
 from common.config import load
 from common.lock import Holder, LockError, ObjectLock
-from common.objectstore import READ_BLOCK, filesystem
+from common.objectstore import READ_BLOCK, StorageError, filesystem
 from common.shards import MANIFEST, read_manifest
 from harness.ray_cluster import private_tmp_problem, ray_cluster
 from harness.s3 import running_s3
@@ -201,6 +201,16 @@ def test_bucket_without_the_source_or_credentials_is_one_line(s3_bucket, tmp_pat
 
 
 @pytest.mark.slow
+def test_a_work_dir_in_an_unknown_bucket_is_one_line_in_run_and_pack(s3_bucket, tmp_path):
+    cfg = load(ROOT / "configs" / "data" / "sample.yaml", DataConfig)
+    cfg = cfg.model_copy(update={"work_dir": "s3://no-such-bucket/work"})
+    gone = "bucket 'no-such-bucket' does not exist"
+    with pytest.raises(StorageError, match=f"^cannot reach s3://no-such-bucket/work/.lock: {gone}$"):
+        run(cfg)
+    with pytest.raises(StorageError, match=f"^cannot reach s3://no-such-bucket/work/mixed: {gone}$"):
+        pack(pack_config(cfg, str(tmp_path / "shards")))
+
+
 def test_an_input_gone_after_planning_stops_the_job_naming_it(s3_ray, s3_bucket, tmp_path):
     """Read in a Ray worker, a URL the store does not serve stops the job with its one line: set aside,
     the file would be lost to the work dir for good."""
