@@ -5,7 +5,7 @@ Every node has a folder of its own, its Ray temp dir and its TMPDIR (the scratch
 `private_tmp`, a worker node runs in a mount namespace of its own (`unshare`) with an empty tmpfs over
 /tmp: it sees none of the files the head, the driver or the test write there, and they see none of its
 own, as on nodes that share no disk (the repository and its virtualenv stay shared, as an image would
-be). Its folder then exists only inside that namespace.
+be, bound back where they are under /tmp). Its folder then exists only inside that namespace.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ __all__ = ["RayCluster", "private_tmp_problem", "ray_cluster"]
 
 GRACE_S = 3.0
 _RAY = str(Path(sys.executable).with_name("ray"))
+_REPO = Path(__file__).resolve().parents[1]
 _COMMON = ["--num-cpus=1", "--block", "--object-store-memory=100000000", "--disable-usage-stats"]
 # A driver that waits for every node before it runs the pipeline, so that the stages spread over them
 # (a node that did not start, e.g. where `unshare` is not permitted, fails it in 2 minutes).
@@ -117,7 +118,7 @@ def ray_cluster(
 def private_tmp_problem() -> str | None:
     """Why a node cannot get a /tmp of its own here (no mount namespace: `unshare` or mounting a tmpfs
     is not permitted), or None when it can."""
-    setup = ["sh", "-c", "mount -t tmpfs tmpfs /tmp"]
+    setup = ["sh", "-c", f"{_empty_tmp_but_the_code()} && test -x {shlex.quote(_RAY)}"]
     command = ["unshare", "--mount", "--map-root-user", "--propagation", "private", *setup]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=30)
@@ -130,7 +131,7 @@ def _start_worker(folder: Path, address: str, private_tmp: bool, env: Mapping[st
     start = [_RAY, "start", f"--address={address}", f"--temp-dir={folder / 'ray'}", *_COMMON]
     setup = f"mkdir -p {shlex.quote(str(folder / 'tmp'))} && exec {shlex.join(start)}"
     if private_tmp:
-        setup = f"mount -t tmpfs tmpfs /tmp && {setup}"
+        setup = f"{_empty_tmp_but_the_code()} && {setup}"
         command = ["unshare", "--mount", "--map-root-user", "--propagation", "private", "sh", "-c", setup]
     else:
         command = ["sh", "-c", setup]
@@ -141,6 +142,24 @@ def _start_worker(folder: Path, address: str, private_tmp: bool, env: Mapping[st
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def _empty_tmp_but_the_code() -> str:
+    """The shell commands that put an empty tmpfs over /tmp in the worker's mount namespace, with the
+    repository and the virtualenv, where they are under /tmp (a CI clone), bound back at their paths:
+    each is bound to a folder outside /tmp first, then back once the tmpfs is there."""
+    code = sorted({_REPO, Path(sys.prefix).resolve()})
+    kept = [path for path in code if path.is_relative_to("/tmp")]
+    kept = [path for path in kept if not any(path != other and path.is_relative_to(other) for other in kept)]
+    keep = [
+        f'k{i}=$(mktemp -d /dev/shm/keep.XXXXXX) && mount --bind {shlex.quote(str(path))} "$k{i}"'
+        for i, path in enumerate(kept)
+    ]
+    back = [
+        f'mkdir -p {quoted} && mount --bind "$k{i}" {quoted} && umount "$k{i}" && rmdir "$k{i}"'
+        for i, quoted in enumerate(shlex.quote(str(path)) for path in kept)
+    ]
+    return " && ".join([*keep, "mount -t tmpfs tmpfs /tmp", *back])
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
