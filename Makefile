@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.setup-stamp
 DATA_CONFIG  ?= configs/data/sample.yaml
 TRAIN_CONFIG ?= configs/train/tiny.yaml
 
-.PHONY: setup test test-avx2 lint bench data serve train eval mlflow-ui gpu-wheels
+.PHONY: setup test test-nodes test-avx2 lint bench data serve train eval mlflow-ui gpu-wheels
 
 setup: $(STAMP)
 
@@ -22,7 +22,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not nodes"
+
+# The tests that start several nodes on this machine (two Ray nodes, two torchrun nodes): minutes of
+# their own, so a step of .ci/run beside `make test` rather than inside its 15.
+test-nodes: $(STAMP)
+	$(BIN)/python -m pytest -m nodes
 
 # The numerically sensitive tests (training, tensor parallelism, precision, evaluation and serving
 # parity) once more with PyTorch's CPU kernels capped at AVX2: the machine CI has plus an AVX2 CPU's

@@ -371,6 +371,7 @@ def test_a_work_dir_in_s3_gives_the_local_outputs_and_resumes(runs, local_pack, 
 
 
 @pytest.mark.slow
+@pytest.mark.nodes
 def test_the_job_on_two_nodes_that_share_no_disk(runs, local_pack, s3_bucket, tmp_path):
     """`pipeline run` then `pipeline pack` on a head and a worker node whose /tmp are not shared (the
     worker's is a tmpfs of its own mount namespace: harness.ray_cluster), sources, work_dir and out_dir

@@ -61,6 +61,7 @@ def losses(uri: str, experiment: str) -> dict[int, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.nodes
 def test_two_nodes_sharing_no_disk_train_as_one_and_resume_from_the_store_after_one_is_killed(
     shards, s3_bucket, tmp_path, monkeypatch
 ):
